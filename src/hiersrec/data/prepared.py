@@ -1,0 +1,33 @@
+"""A prepared dataset: train and test sessions, vocabularies and the item catalogue, with provenance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hiersrec.data.catalog import ItemCatalog
+from hiersrec.data.sessions import SessionData
+from hiersrec.data.vocab import Vocab
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """Everything a model needs from one dataset, in memory.
+
+    Attributes:
+        name: short dataset name (``"diginetica"``, ``"synthetic"``...).
+        train: training sessions, chronological (the validation split is their tail).
+        test: test sessions, chronological; item indices all seen in ``train``'s vocabulary.
+        vocab: raw <-> index maps.
+        catalog: item categories and metadata aligned to ``vocab``.
+        options: the preprocessing options that produced it.
+        provenance: source files and their sizes/hashes, tool version.
+    """
+
+    name: str
+    train: SessionData
+    test: SessionData
+    vocab: Vocab
+    catalog: ItemCatalog
+    options: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)

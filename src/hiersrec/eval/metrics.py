@@ -1,0 +1,78 @@
+"""Rank-based metrics computed by comparison with the target's score, under an explicit tie policy.
+
+Ranks never come from ``torch.topk`` order, so they do not depend on how a kernel breaks ties.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+TiePolicy = Literal["pessimistic", "optimistic", "mean"]
+TIE_POLICIES: tuple[str, ...] = ("pessimistic", "optimistic", "mean")
+
+
+def target_ranks(scores: torch.Tensor, targets: torch.Tensor, ties: TiePolicy = "pessimistic") -> torch.Tensor:
+    """1-based rank of each target among its row's scores.
+
+    Column 0 is padding and never competes: it is excluded whatever its score.
+
+    Ties: ``"optimistic"`` counts only strictly higher scores (rank = #higher + 1); ``"pessimistic"``
+    (the default) also counts equal scores of other items, so a model that scores everything equally
+    gets the worst rank; ``"mean"`` averages the two.
+
+    Args:
+        scores: (B, V) float scores, column 0 = padding.
+        targets: (B,) int64 target column indices in 1..V-1.
+        ties: the tie policy.
+
+    Returns:
+        (B,) float32 ranks.
+
+    Example:
+        >>> s = torch.tensor([[float("-inf"), 0.5, 0.5, 0.1]])
+        >>> target_ranks(s, torch.tensor([1])).tolist(), target_ranks(s, torch.tensor([1]), "optimistic").tolist()
+        ([2.0], [1.0])
+    """
+    if ties not in TIE_POLICIES:
+        raise ValueError(f"unknown tie policy {ties!r}; use one of {TIE_POLICIES}")
+    real = scores[:, 1:]
+    target_scores = real.gather(1, (targets - 1).unsqueeze(1))  # (B, 1)
+    if torch.isnan(target_scores).any():
+        raise ValueError("a model returned NaN as the score of a target item")
+    higher = (real > target_scores).sum(dim=1)
+    if ties == "optimistic":
+        return (higher + 1).float()
+    equal_others = (real == target_scores).sum(dim=1) - 1  # the target equals itself
+    if ties == "pessimistic":
+        return (higher + equal_others + 1).float()
+    return higher.float() + 1.0 + equal_others.float() / 2.0
+
+
+def hit_rate_at(ranks: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-case hit indicator: 1 where the target ranks within the top ``k`` (HR@k; never "P@k")."""
+    return (ranks <= k).float()
+
+
+def reciprocal_rank_at(ranks: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-case reciprocal rank, 0 beyond ``k`` (its mean is MRR@k)."""
+    return torch.where(ranks <= k, 1.0 / ranks, torch.zeros_like(ranks))
+
+
+def ndcg_at(ranks: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-case NDCG with one relevant item: 1 / log2(rank + 1) within the top ``k``, else 0.
+
+    A fractional rank (``ties="mean"``) gives the interpolated value.
+    """
+    return torch.where(ranks <= k, 1.0 / torch.log2(ranks + 1.0), torch.zeros_like(ranks))
+
+
+def category_hits_at(category_scores: torch.Tensor, target_categories: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-case next-category hit within the top ``k`` categories, by pessimistic rank (padding excluded)."""
+    ranks = target_ranks(category_scores, target_categories, ties="pessimistic")
+    return hit_rate_at(ranks, k)
+
+
+RANK_METRICS = {"hr": hit_rate_at, "mrr": reciprocal_rank_at, "ndcg": ndcg_at}
+"""Metric name -> per-case function of (ranks, k); the evaluator reports ``f"{name}@{k}"`` means."""
