@@ -18,6 +18,8 @@ class PreparedDataset:
         name: short dataset name (``"diginetica"``, ``"synthetic"``...).
         train: training sessions, chronological (the validation split is their tail).
         test: test sessions, chronological; item indices all seen in ``train``'s vocabulary.
+        valid: a validation split given by the source (e.g. RecBole leave-one-out files), else None; when
+            None, validation is the chronological tail of ``train`` (``train.split_tail``).
         vocab: raw <-> index maps.
         catalog: item categories and metadata aligned to ``vocab``.
         options: the preprocessing options that produced it.
@@ -29,5 +31,6 @@ class PreparedDataset:
     test: SessionData
     vocab: Vocab
     catalog: ItemCatalog
+    valid: SessionData | None = None
     options: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
