@@ -191,12 +191,10 @@ def _walk_sessions(cfg, rng, item_category, first_item, category_size, successor
         clicks[:, t] = np.where(stay, np.where(ring, ring_next, drawn), jump)
     keep = np.arange(n_steps)[None, :] < lengths[:, None]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    # One session a minute, clicks 30 s apart: chronological order is session order.
-    timestamps = (
-        1_600_000_000
-        + np.repeat(np.arange(cfg.n_sessions) * 60, lengths)
-        + (np.arange(offsets[-1]) - np.repeat(offsets[:-1], lengths)) * 30
-    )
+    # Clicks 30 s apart, the next session starting a minute after the previous one ends: file order is time.
+    session_start = 1_600_000_000 + np.concatenate([[0], np.cumsum(lengths * 30 + 60)[:-1]])
+    within = np.arange(offsets[-1]) - np.repeat(offsets[:-1], lengths)
+    timestamps = np.repeat(session_start, lengths) + within * 30
     return SessionData(offsets=offsets, items=clicks[keep] + 1, timestamps=timestamps.astype(np.int64))
 
 
