@@ -34,3 +34,18 @@ class PreparedDataset:
     valid: SessionData | None = None
     options: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+
+    def validation_split(self, fraction: float = 0.1) -> tuple[SessionData, SessionData]:
+        """(sessions to fit on, validation sessions) for model selection; the test split is never involved.
+
+        The source's own validation split when it gives one (``valid``, with ``train`` to fit on), else the
+        chronological tail of ``train`` split by session (`SessionData.split_tail`).
+        """
+        if self.valid is not None:
+            return self.train, self.valid
+        return self.train.split_tail(fraction)
+
+    @property
+    def default_protocol(self) -> str:
+        """``"last_item"`` for leave-one-out sources (they give a validation split), else ``"all_prefixes"``."""
+        return "last_item" if self.valid is not None else "all_prefixes"

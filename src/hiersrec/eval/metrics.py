@@ -41,14 +41,14 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, ties: TiePolicy = 
     target_scores = real.gather(1, (targets - 1).unsqueeze(1))  # (B, 1)
     if torch.isnan(target_scores).any():
         raise ValueError("a model returned NaN as the score of a target item")
-    higher = (real > target_scores).sum(dim=1)
+    # One comparison pass per bound: the target itself is among the ">=" scores.
     if ties == "optimistic":
-        return (higher + 1).float()
-    equal_others = (real == target_scores).sum(dim=1) - 1  # the target equals itself
+        return ((real > target_scores).sum(dim=1) + 1).float()
+    at_least = (real >= target_scores).sum(dim=1).float()  # pessimistic rank
     if ties == "pessimistic":
-        return (higher + equal_others + 1).float()
-    return higher.float() + 1.0 + equal_others.float() / 2.0
-
+        return at_least
+    higher = (real > target_scores).sum(dim=1).float()
+    return (higher + 1.0 + at_least) / 2.0
 
 def hit_rate_at(ranks: torch.Tensor, k: int) -> torch.Tensor:
     """Per-case hit indicator: 1 where the target ranks within the top ``k`` (HR@k; never "P@k")."""

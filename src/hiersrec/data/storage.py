@@ -1,0 +1,323 @@
+"""The on-disk form of a `PreparedDataset`: Parquet files plus ``manifest.json``, written atomically.
+
+A prepared dataset folder holds::
+
+    manifest.json        format_version, name, counts, options, provenance, per-file sha256, fingerprint
+    train.parquet        one row per session: session_idx, item_idx (list<int64>)[, timestamp (list<int64>)]
+    test.parquet         same columns
+    valid.parquet        same columns, only when the source gave a validation split
+    items.parquet        item_idx, item_id, category_idx, then metadata: ``categorical.<name>`` (int64 codes,
+                         0 = missing), ``numeric.<name>`` (float32, NaN = missing), ``text`` (string)
+    categories.parquet   category_idx, category_id
+
+Row 0 (padding) is not stored; it is rebuilt on load. The fingerprint is the sha256 over the data files'
+names and sha256 digests, so two folders with the same fingerprint hold byte-identical data files (for one
+pyarrow version); `load_prepared` checks every file against its digest and puts the fingerprint in
+``provenance["fingerprint"]``.
+
+Writes never leave a half-written folder behind: everything goes into a temporary folder next to the target,
+each file is fsynced, and the folder is renamed into place; an existing target is replaced only once the new
+one is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hiersrec.data.catalog import ItemCatalog
+from hiersrec.data.prepared import PreparedDataset
+from hiersrec.data.sessions import SessionData
+from hiersrec.data.vocab import PAD_TOKEN, Vocab
+from hiersrec.errors import ArtifactError, DataError
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SYNTHETIC = "synthetic"
+_SPLITS = ("train", "test", "valid")
+_CATEGORICAL, _NUMERIC, _TEXT = "categorical.", "numeric.", "text"
+
+
+def save_prepared(dataset: PreparedDataset, out_dir: str | Path) -> Path:
+    """Write ``dataset`` to ``out_dir`` atomically and return the folder's path.
+
+    An existing prepared dataset at ``out_dir`` is replaced only after the new one is complete. The
+    fingerprint of the written files is not stored back into ``dataset`` (it is frozen); `load_prepared`
+    returns it.
+
+    Raises:
+        ArtifactError: ``out_dir`` exists and is neither empty nor a prepared dataset (nothing is replaced).
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not (out_dir / MANIFEST).is_file() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ArtifactError(
+            f"{out_dir}: exists and is not a prepared dataset (no {MANIFEST}); choose another --out or remove it"
+        )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        digests = _write_data_files(dataset, tmp)
+        manifest = _manifest(dataset, digests)
+        _write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=2, default=_json_default).encode())
+        _fsync_dir(tmp)
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("wrote prepared dataset %r to %s (fingerprint %s)", dataset.name, out_dir, manifest["fingerprint"])
+    return out_dir
+
+
+def load_prepared(directory: str | Path) -> PreparedDataset:
+    """Read a folder written by `save_prepared`, checking its format version and file digests.
+
+    Raises:
+        ArtifactError: the manifest is missing or unreadable, of another format version, or a data file is
+            missing or does not match its digest.
+    """
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    for filename, digest in manifest["files"].items():
+        path = directory / filename
+        if not path.is_file():
+            raise ArtifactError(f"{path}: listed in {MANIFEST} but missing; prepare the dataset again")
+        if _sha256(path) != digest:
+            raise ArtifactError(f"{path}: content does not match its sha256 in {MANIFEST}; prepare the dataset again")
+
+    categories = pq.read_table(directory / "categories.parquet")
+    items = pq.read_table(directory / "items.parquet")
+    vocab = Vocab(
+        item_ids=(PAD_TOKEN, *items.column("item_id").to_pylist()),
+        category_ids=(PAD_TOKEN, *categories.column("category_id").to_pylist()),
+    )
+    splits = {
+        split: _read_sessions(directory / f"{split}.parquet")
+        for split in _SPLITS
+        if f"{split}.parquet" in manifest["files"]
+    }
+    provenance = {**manifest["provenance"], "fingerprint": manifest["fingerprint"]}
+    return PreparedDataset(
+        name=manifest["name"],
+        train=splits["train"],
+        test=splits["test"],
+        valid=splits.get("valid"),
+        vocab=vocab,
+        catalog=_catalog_from_table(items, vocab.n_categories),
+        options=manifest["options"],
+        provenance=provenance,
+    )
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """The parsed ``manifest.json`` of a prepared dataset folder (format version checked)."""
+    path = Path(directory) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise ArtifactError(
+            f"{path}: not found; is {path.parent} a prepared dataset ('hiersrec data prepare')?"
+        ) from error
+    except (OSError, json.JSONDecodeError) as error:
+        raise ArtifactError(f"{path}: unreadable ({error}); prepare the dataset again") from error
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if version != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path}: format_version {version!r}, this hiersrec reads {FORMAT_VERSION}; prepare the dataset again"
+        )
+    return manifest
+
+
+def open_dataset(spec: str | Path) -> PreparedDataset:
+    """Open a dataset from a prepared folder, an SR-GNN TSV folder, or ``"synthetic"``.
+
+    Args:
+        spec: ``"synthetic"`` (the embedded default shop, `make_synthetic_shop()`; write ``./synthetic`` for a
+            folder of that name), a folder with ``manifest.json`` (`load_prepared`), a folder with
+            ``train_sessions.tsv`` (`read_srgnn_dir`).
+
+    Raises:
+        DataError: ``spec`` is none of these.
+    """
+    if str(spec) == SYNTHETIC:
+        from hiersrec.data.synthetic import make_synthetic_shop
+
+        return make_synthetic_shop()
+    path = Path(spec)
+    if (path / MANIFEST).is_file():
+        return load_prepared(path)
+    if (path / "train_sessions.tsv").is_file():
+        from hiersrec.data.srgnn import read_srgnn_dir
+
+        return read_srgnn_dir(path)
+    what = "a folder without a known dataset layout" if path.is_dir() else "not found"
+    raise DataError(
+        f"{spec}: {what}; give a prepared folder (with {MANIFEST}, from 'hiersrec data prepare'), an SR-GNN "
+        "folder (with train_sessions.tsv), a RecBole folder (with <name>.train.inter) or 'synthetic'"
+    )
+
+
+def _write_data_files(dataset: PreparedDataset, directory: Path) -> dict[str, str]:
+    tables = {
+        split: _sessions_table(getattr(dataset, split)) for split in _SPLITS if getattr(dataset, split) is not None
+    }
+    tables["items"] = _items_table(dataset.vocab, dataset.catalog)
+    tables["categories"] = pa.table(
+        {
+            "category_idx": pa.array(np.arange(1, dataset.vocab.n_categories + 1, dtype=np.int64)),
+            "category_id": pa.array(dataset.vocab.category_ids[1:], type=pa.string()),
+        }
+    )
+    digests = {}
+    for stem, table in tables.items():
+        digests[f"{stem}.parquet"] = _write_table(table, directory / f"{stem}.parquet")
+    return digests
+
+
+def _write_table(table: pa.Table, path: Path) -> str:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    data = sink.getvalue().to_pybytes()
+    _write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _sessions_table(sessions: SessionData) -> pa.Table:
+    offsets = pa.array(sessions.offsets.astype(np.int64))
+    columns = {
+        "session_idx": pa.array(np.arange(sessions.n_sessions, dtype=np.int64)),
+        "item_idx": pa.LargeListArray.from_arrays(offsets, pa.array(sessions.items.astype(np.int64))),
+    }
+    if sessions.timestamps is not None:
+        columns["timestamp"] = pa.LargeListArray.from_arrays(offsets, pa.array(sessions.timestamps.astype(np.int64)))
+    return pa.table(columns)
+
+
+def _read_sessions(path: Path) -> SessionData:
+    table = pq.read_table(path)
+    items = table.column("item_idx").combine_chunks()
+    offsets = np.asarray(items.offsets, dtype=np.int64)
+    # Offsets of a sliced array need not start at 0; rebase them onto the flat values.
+    values = np.asarray(items.values, dtype=np.int64)[offsets[0] : offsets[-1]]
+    timestamps = None
+    if "timestamp" in table.column_names:
+        stamps = table.column("timestamp").combine_chunks()
+        stamp_offsets = np.asarray(stamps.offsets, dtype=np.int64)
+        timestamps = np.asarray(stamps.values, dtype=np.int64)[stamp_offsets[0] : stamp_offsets[-1]]
+    return SessionData(offsets=offsets - offsets[0], items=values, timestamps=timestamps)
+
+
+def _items_table(vocab: Vocab, catalog: ItemCatalog) -> pa.Table:
+    columns: dict[str, pa.Array] = {
+        "item_idx": pa.array(np.arange(1, vocab.n_items + 1, dtype=np.int64)),
+        "item_id": pa.array(vocab.item_ids[1:], type=pa.string()),
+        "category_idx": pa.array(catalog.item_category[1:].astype(np.int64)),
+    }
+    for name, values in catalog.categorical.items():
+        columns[_CATEGORICAL + name] = pa.array(values[1:].astype(np.int64))
+    for name, values in catalog.numeric.items():
+        columns[_NUMERIC + name] = pa.array(values[1:].astype(np.float32))
+    if catalog.text is not None:
+        columns[_TEXT] = pa.array(catalog.text[1:], type=pa.string())
+    return pa.table(columns)
+
+
+def _catalog_from_table(items: pa.Table, n_categories: int) -> ItemCatalog:
+    def padded(name: str, dtype: type, pad: float) -> np.ndarray:
+        return np.concatenate([[pad], items.column(name).to_numpy()]).astype(dtype)
+
+    names = items.column_names
+    return ItemCatalog(
+        item_category=padded("category_idx", np.int64, 0),
+        n_categories=n_categories,
+        categorical={n.removeprefix(_CATEGORICAL): padded(n, np.int64, 0) for n in names if n.startswith(_CATEGORICAL)},
+        numeric={n.removeprefix(_NUMERIC): padded(n, np.float32, np.nan) for n in names if n.startswith(_NUMERIC)},
+        text=("", *items.column(_TEXT).to_pylist()) if _TEXT in names else None,
+    )
+
+
+def _manifest(dataset: PreparedDataset, digests: dict[str, str]) -> dict[str, Any]:
+    counts: dict[str, int] = {"items": dataset.vocab.n_items, "categories": dataset.vocab.n_categories}
+    for split in _SPLITS:
+        sessions = getattr(dataset, split)
+        if sessions is not None:
+            counts[f"{split}_sessions"] = sessions.n_sessions
+            counts[f"{split}_clicks"] = sessions.n_clicks
+    from hiersrec import __version__
+
+    return {
+        "format_version": FORMAT_VERSION,
+        "name": dataset.name,
+        "counts": counts,
+        "files": digests,
+        "fingerprint": _fingerprint(digests),
+        "options": dataset.options,
+        # A loaded dataset carries the fingerprint of the folder it came from; the new one is recomputed.
+        "provenance": {k: v for k, v in dataset.provenance.items() if k != "fingerprint"},
+        "hiersrec_version": __version__,
+    }
+
+
+def _fingerprint(digests: dict[str, str]) -> str:
+    lines = "".join(f"{name} {digests[name]}\n" for name in sorted(digests))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _json_default(value: object) -> object:
+    # Options may hold numpy scalars, tuples or paths; anything else is a bug in the caller.
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable in the dataset manifest")
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move the complete folder ``new`` to ``target``, replacing an existing ``target`` only now."""
+    if not target.exists():
+        new.rename(target)
+    else:
+        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        target.rename(old)
+        try:
+            new.rename(target)
+        except BaseException:
+            old.rename(target)  # put the previous dataset back
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(target.parent)
