@@ -1,0 +1,275 @@
+"""Candidate generation measured against full ranking: what recall is lost, what latency is gained.
+
+For every test case and every budget, the candidates are the items of the categories chosen from the
+model's category scores (`select_categories`); only they are ranked. Ranks come from the model's own
+``score`` by comparison with the target's score (`hiersrec.eval.metrics.target_ranks`, same tie policy as the
+evaluator), with every non-candidate scored ``-inf``; a target outside the candidates gets rank ``inf``, a miss
+at every cutoff. The 100% budget therefore reproduces full ranking exactly.
+
+Latency, when the model exposes ``encode`` and ``item_output_embeddings`` (HierSRec), is the time of the
+search that serving runs: choosing the categories plus `CategoryIndex.search` (or `ExactIndex.search` for
+full ranking), batched over the evaluation batches and, on a sample of cases, one session at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hiersrec.data.batching import iter_prefix_batches
+from hiersrec.data.catalog import ItemCatalog
+from hiersrec.data.sessions import SessionData
+from hiersrec.eval.metrics import RANK_METRICS, TiePolicy, target_ranks
+from hiersrec.eval.protocol import describe_model
+from hiersrec.retrieval.category import CandidateBudget, CategoryLayout, candidate_mask, select_categories
+from hiersrec.retrieval.index import CategoryIndex, ExactIndex
+
+DEFAULT_BUDGETS: tuple[str, ...] = ("1%", "2%", "4%", "8%", "16%", "100%")
+
+
+@dataclass
+class BudgetResult:
+    """One budget's figures, averaged over all cases.
+
+    Attributes:
+        budget: the budget's label (``"4%"``, ``"5 categories"``).
+        candidate_recall: share of cases whose target is among the candidates.
+        metrics: ``"hr@20"``, ``"mrr@20"``, ``"ndcg@20"`` with candidates only.
+        relative: each metric divided by its full-ranking value (1.0 = nothing lost).
+        mean_candidate_fraction: mean share of the catalogue ranked.
+        mean_categories: mean number of categories taken.
+        batch_ms_per_case: search time per case in the evaluation batches (None without a query model).
+        single_ms_p50: median search time of one session alone (None when not timed).
+        single_ms_p99: 99th percentile of the same.
+    """
+
+    budget: str
+    candidate_recall: float
+    metrics: dict[str, float]
+    relative: dict[str, float]
+    mean_candidate_fraction: float
+    mean_categories: float
+    batch_ms_per_case: float | None = None
+    single_ms_p50: float | None = None
+    single_ms_p99: float | None = None
+
+
+@dataclass
+class CandidateReport:
+    """Full ranking and every budget side by side, with what is needed to reproduce them.
+
+    Attributes:
+        protocol: evaluation protocol (`hiersrec.eval.protocol.PROTOCOLS`).
+        ties: tie policy of the ranks.
+        k: cutoff of the metrics.
+        n_cases: cases ranked.
+        n_items: real items in the catalogue.
+        n_categories: real categories.
+        full: full-ranking row (budget ``"full"``: recall 1, fraction 1, every category).
+        budgets: one row per budget, in the order asked.
+        seconds: wall time of the whole evaluation.
+        model: name and configuration of the model.
+        extra: provenance added by the caller.
+    """
+
+    protocol: str
+    ties: str
+    k: int
+    n_cases: int
+    n_items: int
+    n_categories: int
+    full: BudgetResult
+    budgets: list[BudgetResult]
+    seconds: float
+    model: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary."""
+        return asdict(self)
+
+
+class _Sums:
+    # float64 sums over all cases, divided once at the end (no mean of batch means).
+    def __init__(self) -> None:
+        self.values: dict[str, float] = {}
+        self.seconds = 0.0
+        self.single: list[float] = []
+
+    def add(self, key: str, values: torch.Tensor) -> None:
+        self.values[key] = self.values.get(key, 0.0) + float(values.double().sum())
+
+    def mean(self, key: str, n: int) -> float:
+        return self.values.get(key, 0.0) / max(n, 1)
+
+
+def evaluate_candidates(
+    model: Any,
+    sessions: SessionData,
+    catalog: ItemCatalog,
+    *,
+    budgets: Sequence[str | float | CandidateBudget] = DEFAULT_BUDGETS,
+    k: int = 20,
+    protocol: str = "all_prefixes",
+    ties: TiePolicy = "pessimistic",
+    batch_size: int = 512,
+    max_len: int = 50,
+    single_session_sample: int = 200,
+    show_progress: bool = False,
+) -> CandidateReport:
+    """Rank every test case with category candidates at each budget, and with all items, in one pass.
+
+    Args:
+        model: an object with ``score(batch) -> (B, V)`` and ``score_categories(batch) -> (B, C)``; with
+            ``encode`` and ``item_output_embeddings`` as well (HierSRec), search latency is measured too.
+        sessions: the sessions to evaluate (the test split; never the one used for model selection).
+        catalog: item categories.
+        budgets: candidate budgets (`CandidateBudget.parse` forms: ``"4%"``, ``0.04``, ``"category:5"``).
+        k: cutoff of HR, MRR and NDCG.
+        protocol: ``"all_prefixes"`` or ``"last_item"``.
+        ties: tie policy of the ranks.
+        batch_size: cases scored at once.
+        max_len: longest prefix given to the model.
+        single_session_sample: cases (the first ones) whose search is also timed one session at a time.
+        show_progress: progress bar on stderr.
+
+    Returns:
+        The `CandidateReport`.
+
+    Example:
+        >>> report = evaluate_candidates(model, data.test, data.catalog, budgets=["4%", "100%"])  # doctest: +SKIP
+        >>> report.budgets[0].candidate_recall, report.budgets[0].relative["mrr@20"]  # doctest: +SKIP
+    """
+    parsed = [CandidateBudget.parse(b) for b in budgets]
+    labels = ["full", *(b.label for b in parsed)]
+    item_category = torch.from_numpy(catalog.item_category)
+    sizes = torch.from_numpy(CategoryLayout.from_catalog(catalog).sizes)
+    indexes = _indexes(model, catalog)
+    targets = sessions.target_positions(protocol)
+    sums = {label: _Sums() for label in labels}
+    n_timed = 0
+    started = time.perf_counter()
+    batches = iter_prefix_batches(sessions, catalog, targets, batch_size, max_len)
+    with (
+        torch.inference_mode(),
+        tqdm(total=targets.size, desc="candidates", unit="case", disable=not show_progress, leave=False) as bar,
+    ):
+        for batch in batches:
+            scores = model.score(batch).float()  # (B, V)
+            category_scores = model.score_categories(batch).float()  # (B, C)
+            rows = torch.arange(len(batch))
+            _add_ranks(sums["full"], target_ranks(scores, batch.target_items, ties), k)
+            for budget, label in zip(parsed, labels[1:], strict=True):
+                selected = select_categories(category_scores, sizes, budget)
+                candidates = candidate_mask(selected, item_category)  # (B, V)
+                inside = candidates[rows, batch.target_items]
+                ranks = target_ranks(scores.masked_fill(~candidates, float("-inf")), batch.target_items, ties)
+                _add_ranks(sums[label], torch.where(inside, ranks, float("inf")), k)
+                sums[label].add("recall", inside)
+                sums[label].add("fraction", candidates.sum(dim=1) / catalog.n_items)
+                sums[label].add("categories", selected.sum(dim=1))
+            if indexes is not None:
+                n_single = min(len(batch), single_session_sample - n_timed)
+                _time_search(model, batch, indexes, parsed, labels, sums, k, sizes, n_single)
+                n_timed += n_single
+            bar.update(len(batch))
+    n_cases = int(targets.size)
+    timed = indexes is not None
+    rows_out = [_result(label, sums, n_cases, catalog.n_categories, timed) for label in labels]
+    return CandidateReport(
+        protocol=protocol,
+        ties=ties,
+        k=k,
+        n_cases=n_cases,
+        n_items=catalog.n_items,
+        n_categories=catalog.n_categories,
+        full=rows_out[0],
+        budgets=rows_out[1:],
+        seconds=time.perf_counter() - started,
+        model=describe_model(model),
+    )
+
+
+def _indexes(model: Any, catalog: ItemCatalog) -> tuple[ExactIndex, CategoryIndex] | None:
+    if not (hasattr(model, "encode") and hasattr(model, "item_output_embeddings")):
+        return None
+    with torch.inference_mode():
+        embeddings = model.item_output_embeddings().detach().float().clone()
+    return ExactIndex(embeddings), CategoryIndex.from_catalog(embeddings, catalog)
+
+
+def _add_ranks(sums: _Sums, ranks: torch.Tensor, k: int) -> None:
+    for name, per_case in RANK_METRICS.items():
+        sums.add(f"{name}@{k}", per_case(ranks, k))
+
+
+def _time_search(model, batch, indexes, budgets, labels, sums, k, sizes, n_single) -> None:
+    exact, by_category = indexes
+    query = model.encode(batch)
+    searches = {"full": lambda q, _c: exact.search(q, k)}
+    for budget, label in zip(budgets, labels[1:], strict=True):
+        searches[label] = lambda q, c, budget=budget: by_category.search(
+            q, k, selected=select_categories(c, sizes, budget)
+        )
+    for label, search in searches.items():
+        started = time.perf_counter()
+        search(query.item_query, query.category_logits)
+        sums[label].seconds += time.perf_counter() - started
+        for row in range(n_single):
+            started = time.perf_counter()
+            search(query.item_query[row : row + 1], query.category_logits[row : row + 1])
+            sums[label].single.append(time.perf_counter() - started)
+
+
+def _result(label: str, all_sums: dict[str, _Sums], n_cases: int, n_categories: int, timed: bool) -> BudgetResult:
+    sums, full = all_sums[label], all_sums["full"]
+    metric_keys = [key for key in sums.values if "@" in key]
+    metrics = {key: sums.mean(key, n_cases) for key in metric_keys}
+    relative = {
+        key: value / full.mean(key, n_cases) if full.mean(key, n_cases) else float("nan")
+        for key, value in metrics.items()
+    }
+    is_full = label == "full"
+    single = np.array(sums.single) * 1e3
+    return BudgetResult(
+        budget=label,
+        candidate_recall=1.0 if is_full else sums.mean("recall", n_cases),
+        metrics=metrics,
+        relative=relative,
+        mean_candidate_fraction=1.0 if is_full else sums.mean("fraction", n_cases),
+        mean_categories=float(n_categories) if is_full else sums.mean("categories", n_cases),
+        batch_ms_per_case=1e3 * sums.seconds / max(n_cases, 1) if timed else None,
+        single_ms_p50=float(np.percentile(single, 50)) if single.size else None,
+        single_ms_p99=float(np.percentile(single, 99)) if single.size else None,
+    )
+
+
+def format_candidate_table(report: CandidateReport) -> str:
+    """A fixed-width text table: one row per budget after the full-ranking row (metrics in percent)."""
+    keys = [f"hr@{report.k}", f"mrr@{report.k}"]
+    header = (
+        f"{'budget':>14}  {'recall':>7}  {'items%':>7}  {'cats':>6}  "
+        + "  ".join(f"{key:>8}  {'rel':>6}" for key in keys)
+        + f"  {'ms/case':>8}  {'1-sess p50':>10}"
+    )
+    lines = [header, "-" * len(header)]
+    for row in [report.full, *report.budgets]:
+        cells = "  ".join(f"{100 * row.metrics[key]:>8.2f}  {100 * row.relative[key]:>5.1f}%" for key in keys)
+        batch = "-" if row.batch_ms_per_case is None else f"{row.batch_ms_per_case:.4f}"
+        single = "-" if row.single_ms_p50 is None else f"{row.single_ms_p50:.3f}"
+        lines.append(
+            f"{row.budget:>14}  {100 * row.candidate_recall:>6.2f}%  {100 * row.mean_candidate_fraction:>6.2f}%  "
+            f"{row.mean_categories:>6.1f}  {cells}  {batch:>8}  {single:>10}"
+        )
+    lines.append(
+        f"protocol={report.protocol} ties={report.ties} cases={report.n_cases} items={report.n_items} "
+        f"categories={report.n_categories} (rel = share of the full-ranking value; a target outside the "
+        "candidates is a miss)"
+    )
+    return "\n".join(lines)

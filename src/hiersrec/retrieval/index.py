@@ -1,0 +1,216 @@
+"""Inner-product search over item embeddings: the exact reference and the category-candidate index.
+
+Both indexes answer ``search(queries, k, ...) -> (item_idx, scores)``, each (B, k') with
+``k' = min(k, number of items)``, sorted by score with ties broken by ascending ``item_idx``. Rows with fewer
+than ``k'`` eligible items are padded with item 0 (padding) and score ``-inf``; callers drop those.
+`hiersrec.retrieval.faiss_index.FaissIndex` answers the same call with an approximate FAISS index.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from hiersrec.data.catalog import ItemCatalog
+from hiersrec.retrieval.category import CategoryLayout
+
+NEG_INF = float("-inf")
+
+
+def top_k(scores: torch.Tensor, k: int, ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` best entries of each row, by score descending, ties broken by ascending id.
+
+    ``torch.topk`` alone picks arbitrarily among equal scores at the cut; rows where a tie straddles the
+    cut are re-ranked with a stable sort, so the result never depends on kernel tie-breaking.
+
+    Args:
+        scores: (B, N) float scores.
+        k: entries wanted (capped at N).
+        ids: (B, N) or (N,) int64 id of each column; default the column index.
+
+    Returns:
+        (ids (B, k'), scores (B, k')) with ``k' = min(k, N)``; ``-inf`` entries are kept.
+
+    Example:
+        >>> top_k(torch.tensor([[0.5, 0.9, 0.5, 0.1]]), 2)
+        (tensor([[1, 0]]), tensor([[0.9000, 0.5000]]))
+    """
+    n_rows, n_columns = scores.shape
+    k = min(k, n_columns)
+    if ids is None:
+        ids = torch.arange(n_columns)
+    ids = ids.expand(n_rows, n_columns)
+    values, columns = torch.topk(scores, k, dim=1)
+    if k and n_columns > k:
+        straddling = (scores >= values[:, -1:]).sum(dim=1) > k  # more entries tie at the cut than fit
+        if straddling.any():
+            rows = straddling.nonzero().squeeze(1)
+            by_id = torch.argsort(ids[rows], dim=1, stable=True)
+            best = torch.argsort(scores[rows].gather(1, by_id), dim=1, descending=True, stable=True)[:, :k]
+            columns[rows] = by_id.gather(1, best)
+    top_ids, values = ids.gather(1, columns), scores.gather(1, columns)
+    # Order equal scores inside the top k by id: sort by id, then stably by score.
+    by_id = torch.argsort(top_ids, dim=1, stable=True)
+    top_ids, values = top_ids.gather(1, by_id), values.gather(1, by_id)
+    by_score = torch.argsort(values, dim=1, descending=True, stable=True)
+    return top_ids.gather(1, by_score), values.gather(1, by_score)
+
+
+def _drop_excluded(item_idx: torch.Tensor, scores: torch.Tensor, exclude: torch.Tensor | None) -> torch.Tensor:
+    # exclude is (B, E) item_idx padded with 0; padding is never a result, so matching it is harmless.
+    if exclude is None or exclude.numel() == 0:
+        return scores
+    hit = (item_idx.unsqueeze(2) == exclude.unsqueeze(1)).any(dim=2)
+    return scores.masked_fill(hit, NEG_INF)
+
+
+class ExactIndex:
+    """Brute force: score every item (``queries @ E.T``) and keep the top ``k``; the reference for the others.
+
+    Example:
+        >>> index = ExactIndex(torch.eye(3))  # item 0 is padding
+        >>> index.search(torch.tensor([[0.0, 0.2, 0.9]]), k=5)[0].tolist()
+        [[2, 1]]
+    """
+
+    def __init__(self, item_embeddings: torch.Tensor) -> None:
+        """Index the (V, D) item output embeddings (row 0 is padding and never returned)."""
+        self.item_embeddings = item_embeddings.detach().float().contiguous()
+
+    @property
+    def n_items(self) -> int:
+        """Number of real items."""
+        return self.item_embeddings.shape[0] - 1
+
+    def search(
+        self, queries: torch.Tensor, k: int, *, exclude: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-``k`` items of each (B, D) query, without the (B, E) ``exclude`` item indices (0-padded)."""
+        scores = queries.float() @ self.item_embeddings.T  # (B, V)
+        scores[:, 0] = NEG_INF
+        if exclude is not None and exclude.numel():
+            scores.scatter_(1, exclude, NEG_INF)
+        return _trim(*top_k(scores, k), k, self.n_items)
+
+
+class CategoryIndex:
+    """Exact scores of the items of chosen categories only, read as contiguous slices of the item matrix.
+
+    The item matrix is permuted once (`CategoryLayout`) so that each category is a contiguous block. A
+    batch is scored category by category: each chosen category's block is multiplied with the queries of the
+    rows that chose it, so every block is read once per batch, and each row keeps its best ``k`` per block
+    before a final merge. A single query merges runs of adjacent chosen categories into one slice.
+
+    Example:
+        >>> index = CategoryIndex.from_catalog(torch.randn(38, 16), catalog)  # doctest: +SKIP
+        >>> chosen = select_categories(category_scores, index.sizes, CandidateBudget(0.04))  # doctest: +SKIP
+        >>> item_idx, scores = index.search(queries, 20, selected=chosen)  # doctest: +SKIP
+    """
+
+    def __init__(self, item_embeddings: torch.Tensor, layout: CategoryLayout) -> None:
+        """Index (V, D) item output embeddings laid out by ``layout`` (row 0, padding, is left out)."""
+        assert item_embeddings.shape[0] == layout.n_items + 1, "embeddings and layout disagree on the item count"
+        self.layout = layout
+        order = torch.from_numpy(layout.order)
+        self.embeddings = item_embeddings.detach().float()[order].contiguous()  # (N, D) permuted
+        self.order = order  # (N,) item_idx at each permuted position
+        self.starts = torch.from_numpy(layout.starts)
+        self.sizes = torch.from_numpy(layout.sizes)
+
+    @classmethod
+    def from_catalog(cls, item_embeddings: torch.Tensor, catalog: ItemCatalog) -> CategoryIndex:
+        """Index laid out by the catalogue's item categories."""
+        return cls(item_embeddings, CategoryLayout.from_catalog(catalog))
+
+    @classmethod
+    def from_model(cls, model: Any, catalog: ItemCatalog) -> CategoryIndex:
+        """Index of a model that exposes ``item_output_embeddings() -> (V, D)`` (HierSRec)."""
+        with torch.inference_mode():
+            embeddings = model.item_output_embeddings()
+        return cls.from_catalog(embeddings.clone(), catalog)
+
+    @property
+    def n_items(self) -> int:
+        """Number of real items."""
+        return self.layout.n_items
+
+    def n_candidates(self, selected: torch.Tensor) -> torch.Tensor:
+        """(B,) int64 number of items in each row's chosen categories."""
+        return (selected * self.sizes).sum(dim=1)
+
+    def search(
+        self,
+        queries: torch.Tensor,
+        k: int,
+        *,
+        selected: torch.Tensor,
+        exclude: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-``k`` items of each query among the items of its chosen categories.
+
+        Args:
+            queries: (B, D) item queries.
+            k: items wanted per row.
+            selected: (B, C) bool chosen categories (`hiersrec.retrieval.category.select_categories`).
+            exclude: optional (B, E) item indices never to return (0-padded).
+
+        Returns:
+            (item_idx (B, k'), scores (B, k')), padded with item 0 and ``-inf`` where a row has fewer
+            eligible candidates.
+        """
+        queries = queries.float()
+        # An excluded item can occupy one of the best slots of its block: fetch that many more per block.
+        fetch = k if exclude is None or exclude.numel() == 0 else k + int((exclude > 0).sum(dim=1).max())
+        if queries.shape[0] == 1:
+            ids, values = self._search_one(queries[0], fetch, selected[0])
+        else:
+            ids, values = self._search_grouped(queries, fetch, selected)
+        values = _drop_excluded(ids, values, exclude)
+        ids, values = top_k(values, k, ids)
+        return _trim(ids, values, k, self.n_items)
+
+    def _search_one(self, query: torch.Tensor, fetch: int, selected: torch.Tensor):
+        # Consecutive category indices are adjacent in the layout, so runs of them form one slice.
+        categories = selected.nonzero().squeeze(1).numpy()
+        if categories.size == 0:
+            return torch.zeros((1, 0), dtype=torch.int64), torch.zeros((1, 0))
+        breaks = np.flatnonzero(np.diff(categories) != 1) + 1
+        firsts = categories[np.concatenate([[0], breaks])]
+        lasts = categories[np.concatenate([breaks - 1, [categories.size - 1]])]
+        starts = self.layout.starts[firsts]
+        ends = self.layout.starts[lasts] + self.layout.sizes[lasts]
+        scores = torch.cat([self.embeddings[s:e] @ query for s, e in zip(starts, ends, strict=True)])
+        positions = torch.from_numpy(np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)]))
+        return self.order[positions].unsqueeze(0), scores.unsqueeze(0)
+
+    def _search_grouped(self, queries: torch.Tensor, fetch: int, selected: torch.Tensor):
+        # Row r's best `fetch` of its j-th chosen category (in category order) land in slots j*fetch...
+        n_rows = queries.shape[0]
+        slot = selected.cumsum(dim=1) - 1  # (B, C)
+        width = int(selected.sum(dim=1).max()) * fetch if n_rows else 0
+        scores = torch.full((n_rows, width), NEG_INF)
+        ids = torch.zeros((n_rows, width), dtype=torch.int64)
+        within = torch.arange(fetch)
+        for category in selected.any(dim=0).nonzero().squeeze(1).tolist():
+            rows = selected[:, category].nonzero().squeeze(1)
+            start, size = int(self.starts[category]), int(self.sizes[category])
+            block = queries[rows] @ self.embeddings[start : start + size].T  # (b, size)
+            # Within a category, permuted positions follow item_idx, so column ties break by item_idx.
+            positions, values = top_k(block, fetch)
+            columns = slot[rows, category].unsqueeze(1) * fetch + within[: values.shape[1]]
+            scores[rows.unsqueeze(1), columns] = values
+            ids[rows.unsqueeze(1), columns] = self.order[start + positions]
+        return ids, scores
+
+
+def _trim(ids: torch.Tensor, values: torch.Tensor, k: int, n_items: int) -> tuple[torch.Tensor, torch.Tensor]:
+    # Width min(k, n_items); entries without an eligible item become (0, -inf).
+    width = min(k, n_items)
+    ids, values = ids[:, :width], values[:, :width]
+    if ids.shape[1] < width:
+        pad = width - ids.shape[1]
+        ids = torch.nn.functional.pad(ids, (0, pad), value=0)
+        values = torch.nn.functional.pad(values, (0, pad), value=NEG_INF)
+    return ids.masked_fill(values == NEG_INF, 0), values

@@ -1,0 +1,84 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hiersrec.data.catalog import ItemCatalog
+from hiersrec.data.sessions import SessionData
+from hiersrec.eval.protocol import evaluate
+from hiersrec.retrieval.evaluate import evaluate_candidates, format_candidate_table
+from inference_support import QueryModel
+
+NEG = float("-inf")
+
+
+class LastItemModel:
+    """Scores looked up by the last click: a hand-checkable model."""
+
+    def __init__(self, item_table, category_table):
+        self.item_table, self.category_table = item_table, category_table
+
+    def score(self, batch):
+        scores = self.item_table[batch.items[:, -1]].clone()
+        scores[:, 0] = NEG
+        return scores
+
+    def score_categories(self, batch):
+        return self.category_table[batch.items[:, -1]]
+
+
+def _hand_case():
+    catalog = ItemCatalog(item_category=np.array([0, 1, 1, 2, 2, 3, 3]), n_categories=3)
+    item_table = torch.zeros(7, 7)
+    item_table[1] = torch.tensor([0, 5, 4, 3, 2, 1, 0.0])  # target 3: full rank 3
+    item_table[5] = torch.tensor([0, 9, 8, 7, 6, 1, 2.0])  # target 6: full rank 5, first within category 3
+    item_table[2] = torch.tensor([0, 3, 3, 0, 0, 0, 0.0])  # target 1 ties with item 2: pessimistic rank 2
+    category_table = torch.zeros(7, 4)
+    category_table[1] = torch.tensor([NEG, 1, 0, 0])  # picks category 1: target 3 (category 2) is missed
+    category_table[5] = torch.tensor([NEG, 0, 0, 1])
+    category_table[2] = torch.tensor([NEG, 1, 0, 0])
+    sessions = SessionData.from_lists([[1, 3], [5, 6], [2, 1]])
+    return LastItemModel(item_table, category_table), sessions, catalog
+
+
+def test_hand_computed_budgets():
+    model, sessions, catalog = _hand_case()
+    report = evaluate_candidates(model, sessions, catalog, budgets=["category:1", "100%"], k=20)
+    full, one, everything = report.full, *report.budgets
+    assert report.n_cases == 3
+    assert full.metrics["hr@20"] == pytest.approx(1.0)
+    assert full.metrics["mrr@20"] == pytest.approx((1 / 3 + 1 / 5 + 1 / 2) / 3)
+    # A target outside the candidates is a miss even though k exceeds the catalogue (6 items).
+    assert one.candidate_recall == pytest.approx(2 / 3)
+    assert one.metrics["hr@20"] == pytest.approx(2 / 3)
+    assert one.metrics["mrr@20"] == pytest.approx((0 + 1 + 1 / 2) / 3)
+    assert one.relative["mrr@20"] == pytest.approx(0.5 / full.metrics["mrr@20"])
+    assert one.mean_candidate_fraction == pytest.approx(1 / 3) and one.mean_categories == pytest.approx(1.0)
+    assert everything.metrics == pytest.approx(full.metrics) and everything.candidate_recall == 1.0
+    assert one.batch_ms_per_case is None and one.single_ms_p50 is None  # no query model: nothing timed
+
+
+@pytest.fixture(scope="module")
+def query_model(tiny_shop):
+    return QueryModel(tiny_shop.catalog.item_category, tiny_shop.catalog.n_categories, seed=3)
+
+
+def test_full_budget_reproduces_the_evaluator(tiny_shop, query_model):
+    report = evaluate_candidates(query_model, tiny_shop.test, tiny_shop.catalog, max_len=7, batch_size=64)
+    reference = evaluate(query_model, tiny_shop.test, tiny_shop.catalog, ks=[20], max_len=7, batch_size=64)
+    for key in ("hr@20", "mrr@20", "ndcg@20"):
+        assert report.full.metrics[key] == pytest.approx(reference.metrics[key])
+    last = report.budgets[-1]
+    assert last.budget == "100%" and last.metrics == pytest.approx(report.full.metrics)
+    assert last.candidate_recall == 1.0 and last.mean_candidate_fraction == pytest.approx(1.0)
+    recalls = [row.candidate_recall for row in report.budgets]
+    fractions = [row.mean_candidate_fraction for row in report.budgets]
+    assert recalls == sorted(recalls) and fractions == sorted(fractions)
+    # The stand-in's category head follows the last click's category, and sessions mostly stay in it.
+    assert report.budgets[0].candidate_recall > 0.6
+    for row in [report.full, *report.budgets]:
+        assert row.batch_ms_per_case > 0 and row.single_ms_p50 > 0 and row.single_ms_p99 >= row.single_ms_p50
+    table = format_candidate_table(report)
+    assert "100%" in table and "full" in table and str(report.n_cases) in table
+    assert not math.isnan(report.to_dict()["budgets"][0]["candidate_recall"])

@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+import torch
+
+from hiersrec.retrieval.category import CandidateBudget, CategoryLayout, candidate_mask, select_categories
+from hiersrec.retrieval.index import CategoryIndex, ExactIndex, top_k
+
+NEG = float("-inf")
+N_ITEMS, N_CATEGORIES, DIM = 37, 5, 16
+
+
+@pytest.fixture(scope="module")
+def world():
+    rng = np.random.default_rng(11)
+    item_category = np.concatenate([[0], rng.integers(1, N_CATEGORIES + 1, N_ITEMS)])
+    item_category[1:6] = [1, 2, 3, 4, 5]  # every category non-empty
+    generator = torch.Generator().manual_seed(11)
+    embeddings = torch.randn(N_ITEMS + 1, DIM, generator=generator)
+    queries = torch.randn(9, DIM, generator=generator)
+    category_scores = torch.randn(9, N_CATEGORIES + 1, generator=generator)
+    return item_category, embeddings, queries, category_scores
+
+
+def _naive(embeddings, item_category, queries, selected, k, exclude=None):
+    # Reference: for each row, gather the candidate items, score them, sort by (score desc, item asc).
+    results = []
+    for row in range(queries.shape[0]):
+        items = [i for i in range(1, len(item_category)) if selected[row, item_category[i]]]
+        if exclude is not None:
+            items = [i for i in items if i not in exclude[row].tolist()]
+        scores = (embeddings[items] @ queries[row]).tolist()
+        ranked = sorted(zip(scores, items, strict=True), key=lambda pair: (-pair[0], pair[1]))[:k]
+        results.append(([i for _, i in ranked], [s for s, _ in ranked]))
+    return results
+
+
+def test_top_k_breaks_ties_by_id_and_keeps_inf_padding():
+    scores = torch.tensor([[0.5, 0.75, 0.5, 0.5, 0.25], [NEG, NEG, 0.2, NEG, NEG]])
+    ids, values = top_k(scores, 3)
+    assert ids.tolist() == [[1, 0, 2], [2, 0, 1]]
+    assert values[0].tolist() == [0.75, 0.5, 0.5] and values[1, 1:].tolist() == [NEG, NEG]
+    ids, _ = top_k(scores[:1], 3, ids=torch.tensor([40, 30, 20, 10, 0]))
+    assert ids.tolist() == [[30, 10, 20]]  # three tie at 0.5: the two lowest ids 10 and 20 are kept
+    assert top_k(scores, 9)[0].shape == (2, 5)
+
+
+def test_top_k_all_tied_gives_lowest_ids():
+    assert top_k(torch.zeros(1, 1000), 4)[0].tolist() == [[0, 1, 2, 3]]
+
+
+def test_exact_index_equals_a_full_sort_and_honours_exclusions(world):
+    item_category, embeddings, queries, _ = world
+    everything = torch.ones(9, N_CATEGORIES + 1, dtype=torch.bool)
+    exclude = torch.tensor([[3, 7, 0]] * 9)
+    ids, scores = ExactIndex(embeddings).search(queries, 10, exclude=exclude)
+    for row, (ref_ids, ref_scores) in enumerate(_naive(embeddings, item_category, queries, everything, 10, exclude)):
+        assert ids[row].tolist() == ref_ids
+        torch.testing.assert_close(scores[row], torch.tensor(ref_scores))
+
+
+def test_exact_index_k_beyond_the_catalogue_returns_every_item_once(world):
+    _, embeddings, queries, _ = world
+    ids, scores = ExactIndex(embeddings).search(queries[:2], 1000)
+    assert ids.shape == (2, N_ITEMS) and torch.isfinite(scores).all()
+    assert sorted(ids[0].tolist()) == list(range(1, N_ITEMS + 1))
+
+
+def test_full_budget_equals_exact_ranking(world):
+    item_category, embeddings, queries, category_scores = world
+    index = CategoryIndex(embeddings, CategoryLayout.from_item_category(item_category, N_CATEGORIES))
+    selected = select_categories(category_scores, index.sizes, CandidateBudget(fraction=1.0))
+    assert selected[:, 1:].all()
+    for rows in (slice(0, 9), slice(4, 5)):  # the grouped batch path and the one-session path
+        got_ids, got_scores = index.search(queries[rows], 20, selected=selected[rows])
+        ref_ids, ref_scores = ExactIndex(embeddings).search(queries[rows], 20)
+        assert torch.equal(got_ids, ref_ids)
+        torch.testing.assert_close(got_scores, ref_scores)
+
+
+@pytest.mark.parametrize("budget", ["10%", "30%", "category:1", "category:2"])
+@pytest.mark.parametrize("with_exclusions", [False, True])
+def test_contiguous_layout_equals_a_naive_gather(world, budget, with_exclusions):
+    item_category, embeddings, queries, category_scores = world
+    index = CategoryIndex(embeddings, CategoryLayout.from_item_category(item_category, N_CATEGORIES))
+    selected = select_categories(category_scores, index.sizes, CandidateBudget.parse(budget))
+    exclude = torch.tensor([[1, 2, 3, 4, 5, 0]] * 9) if with_exclusions else None
+    ids, scores = index.search(queries, 8, selected=selected, exclude=exclude)
+    for row, (ref_ids, ref_scores) in enumerate(_naive(embeddings, item_category, queries, selected, 8, exclude)):
+        n = len(ref_ids)
+        assert ids[row, :n].tolist() == ref_ids
+        torch.testing.assert_close(scores[row, :n], torch.tensor(ref_scores))
+        assert ids[row, n:].eq(0).all() and scores[row, n:].eq(NEG).all()  # fewer candidates than k: padding
+        one_ids, _ = index.search(
+            queries[row : row + 1],
+            8,
+            selected=selected[row : row + 1],
+            exclude=(None if exclude is None else exclude[row : row + 1]),
+        )
+        assert torch.equal(one_ids[0], ids[row])
+
+
+def test_candidate_index_matches_masked_full_scores(world):
+    item_category, embeddings, queries, category_scores = world
+    index = CategoryIndex(embeddings, CategoryLayout.from_item_category(item_category, N_CATEGORIES))
+    selected = select_categories(category_scores, index.sizes, CandidateBudget(fraction=0.3))
+    full = queries @ embeddings.T
+    full[:, 0] = NEG
+    masked = full.masked_fill(~candidate_mask(selected, torch.from_numpy(item_category)), NEG)
+    ref_ids, ref_scores = top_k(masked, 5)
+    ids, scores = index.search(queries, 5, selected=selected)
+    assert torch.equal(ids, ref_ids.masked_fill(ref_scores == NEG, 0))
+    assert (
+        index.n_candidates(selected).tolist()
+        == candidate_mask(selected, torch.from_numpy(item_category)).sum(1).tolist()
+    )
+
+
+def test_no_category_chosen_gives_only_padding(world):
+    item_category, embeddings, queries, _ = world
+    index = CategoryIndex(embeddings, CategoryLayout.from_item_category(item_category, N_CATEGORIES))
+    nothing = torch.zeros(2, N_CATEGORIES + 1, dtype=torch.bool)
+    for rows in (slice(0, 2), slice(0, 1)):
+        ids, scores = index.search(queries[rows], 4, selected=nothing[rows])
+        assert ids.eq(0).all() and scores.eq(NEG).all() and ids.shape[1] == 4
