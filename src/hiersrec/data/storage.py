@@ -94,7 +94,7 @@ def load_prepared(directory: str | Path) -> PreparedDataset:
         path = directory / filename
         if not path.is_file():
             raise ArtifactError(f"{path}: listed in {MANIFEST} but missing; prepare the dataset again")
-        if _sha256(path) != digest:
+        if sha256_file(path) != digest:
             raise ArtifactError(f"{path}: content does not match its sha256 in {MANIFEST}; prepare the dataset again")
 
     categories = pq.read_table(directory / "categories.parquet")
@@ -282,7 +282,8 @@ def _fingerprint(digests: dict[str, str]) -> str:
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
