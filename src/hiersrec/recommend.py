@@ -1,0 +1,280 @@
+"""Recommendations from raw item ids: ranking, exclusions, unknown items and fallbacks, written once for every model.
+
+`Recommender` wraps any model with ``score(batch) -> (B, V)`` (HierSRec, a fitted baseline) together with its
+vocabulary and catalogue. It is stateless: a recommendation is a pure function of the model and the session.
+
+* Raw ids in, raw ids out. Unknown item ids are dropped and reported, never an error.
+* A session with no known click gets an explicit, labelled fallback: the most popular items.
+* Sessions longer than the model's ``max_len`` keep their most recent clicks (as in training and evaluation).
+* Scores are the model's own ``score`` (the evaluated scores); equal scores are ordered by ascending item index.
+* A session scores the same alone or in a batch.
+* With a candidate budget (HierSRec only), only the items of the most probable predicted categories are
+  ranked, through `hiersrec.retrieval.index.CategoryIndex`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hiersrec.data.batching import left_pad, make_batch
+from hiersrec.data.catalog import ItemCatalog
+from hiersrec.data.vocab import Vocab
+from hiersrec.errors import DataError
+from hiersrec.eval.protocol import describe_model
+from hiersrec.retrieval.category import CandidateBudget, select_categories
+from hiersrec.retrieval.index import NEG_INF, CategoryIndex, top_k
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_LEN = 50  # used when the model does not say (models with a config carry their own)
+FALLBACK_POPULARITY = "popularity"
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The recommended items of one session, best first.
+
+    Attributes:
+        item_ids: raw item ids.
+        scores: the model's score of each item (or its training click count for the popularity fallback).
+        category_ids: raw category id of each item.
+        unknown_items: raw ids of the session that the vocabulary does not know (dropped), first-seen order.
+        fallback: None when the model scored the session; ``"popularity"`` when no click was known.
+    """
+
+    item_ids: tuple[str, ...]
+    scores: tuple[float, ...]
+    category_ids: tuple[str, ...]
+    unknown_items: tuple[str, ...] = ()
+    fallback: str | None = None
+
+
+class Recommender:
+    """Top-k recommendations of a model for sessions of raw item ids.
+
+    Args:
+        model: any object with ``score(batch) -> (B, V)``; with ``encode`` and ``item_output_embeddings``
+            (HierSRec) it also supports candidate budgets.
+        vocab: raw id <-> index maps of the model's training data.
+        catalog: item categories of the same data.
+        popularity: (V,) training click count of each item index, for sessions with no known click; without
+            it such sessions get an empty result, labelled ``"popularity"`` all the same.
+        max_len: longest session given to the model (default: ``model.config.max_len``, else 50).
+        batch_size: sessions scored at once by `recommend_batch`.
+        metadata: what the service shows about the model (name, config, data fingerprint, metrics).
+
+    Example:
+        >>> recommender = Recommender.from_artifact("runs/hiersrec-dgn")  # doctest: +SKIP
+        >>> rec = recommender.recommend(["1004", "2077", "unknown-id"], k=5)  # doctest: +SKIP
+        >>> rec.item_ids, rec.unknown_items  # doctest: +SKIP
+        (('331', '2078', ...), ('unknown-id',))
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        vocab: Vocab,
+        catalog: ItemCatalog,
+        popularity: np.ndarray | None = None,
+        *,
+        max_len: int | None = None,
+        batch_size: int = 256,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        if vocab.n_items != catalog.n_items:
+            raise DataError(f"vocabulary has {vocab.n_items} items but the catalogue {catalog.n_items}")
+        if isinstance(model, torch.nn.Module):
+            model.eval()
+        self.model = model
+        self.vocab = vocab
+        self.catalog = catalog
+        self.max_len = max_len or getattr(getattr(model, "config", None), "max_len", None) or DEFAULT_MAX_LEN
+        self.batch_size = batch_size
+        self.metadata = {"model": describe_model(model), **(metadata or {})}
+        self._item_category = torch.from_numpy(catalog.item_category)
+        self._popularity = None if popularity is None else _popularity_scores(popularity, catalog.n_items)
+        self._index = (
+            CategoryIndex.from_model(model, catalog)
+            if hasattr(model, "encode") and hasattr(model, "item_output_embeddings")
+            else None
+        )
+
+    @classmethod
+    def from_artifact(cls, run_dir: str | Path, **kwargs: Any) -> Recommender:
+        """Load a trained run directory (`hiersrec.train.artifact.load_artifact`) once, ready to recommend."""
+        from hiersrec.train.artifact import load_artifact
+
+        artifact = load_artifact(Path(run_dir))
+        metadata = {
+            "run": str(run_dir),
+            "config": artifact.config,
+            "meta": artifact.meta,
+            "metrics": artifact.metrics,
+        }
+        popularity = getattr(artifact, "item_popularity", None)
+        return cls(artifact.model, artifact.vocab, artifact.catalog, popularity, metadata=metadata, **kwargs)
+
+    @property
+    def supports_candidates(self) -> bool:
+        """True when the model can rank category candidates only (it has a category head and item queries)."""
+        return self._index is not None
+
+    def recommend(
+        self,
+        session: Sequence[object],
+        k: int = 20,
+        *,
+        exclude: Sequence[object] = (),
+        exclude_seen: bool = False,
+        categories: Sequence[object] | None = None,
+        candidate_budget: str | float | CandidateBudget | None = None,
+    ) -> Recommendation:
+        """The top-``k`` items for one session of raw item ids, oldest click first.
+
+        Args:
+            session: raw item ids clicked so far, oldest first (unknown ids are dropped and reported).
+            k: items wanted; fewer come back when fewer are eligible (e.g. ``k`` beyond the catalogue).
+            exclude: raw item ids never to recommend.
+            exclude_seen: also exclude the session's own items.
+            categories: raw category ids to restrict the recommendations to.
+            candidate_budget: rank only the items of the most probable predicted categories (``"4%"``,
+                ``"category:5"``); None ranks every item.
+
+        Raises:
+            DataError: ``k`` < 1, or an unknown category id in ``categories``.
+            NotImplementedError: a candidate budget for a model without a category head.
+        """
+        return self.recommend_batch(
+            [session],
+            k,
+            exclude=[exclude],
+            exclude_seen=exclude_seen,
+            categories=categories,
+            candidate_budget=candidate_budget,
+        )[0]
+
+    def recommend_batch(
+        self,
+        sessions: Sequence[Sequence[object]],
+        k: int = 20,
+        *,
+        exclude: Sequence[Sequence[object]] | None = None,
+        exclude_seen: bool = False,
+        categories: Sequence[object] | None = None,
+        candidate_budget: str | float | CandidateBudget | None = None,
+    ) -> list[Recommendation]:
+        """`recommend` for many sessions at once (scored ``batch_size`` at a time); same results as one by one.
+
+        ``exclude``, when given, holds one list of raw ids per session; the other options apply to all.
+        """
+        if k < 1:
+            raise DataError(f"k must be at least 1, got {k}")
+        if exclude is not None and len(exclude) != len(sessions):
+            raise DataError(f"exclude has {len(exclude)} lists for {len(sessions)} sessions")
+        budget = None if candidate_budget is None else CandidateBudget.parse(candidate_budget)
+        if budget is not None and not self.supports_candidates:
+            raise NotImplementedError(
+                f"candidate budgets need a model with a category head and item output embeddings (HierSRec); "
+                f"{type(self.model).__name__} only scores all items, so call without candidate_budget"
+            )
+        allowed = None if categories is None else self._allowed_categories(categories)
+        encoded = [self._encode(session) for session in sessions]
+        excluded = [
+            self.vocab.encode_items(list(exclude[row]) if exclude is not None else []) for row in range(len(sessions))
+        ]
+        if exclude_seen:
+            excluded = [np.concatenate([ex, known]) for ex, (known, _) in zip(excluded, encoded, strict=True)]
+        results: list[Recommendation | None] = [None] * len(sessions)
+        scored = [row for row, (known, _) in enumerate(encoded) if known.size]
+        for start in range(0, len(scored), self.batch_size):
+            rows = scored[start : start + self.batch_size]
+            ids, values = self._rank([encoded[r][0] for r in rows], [excluded[r] for r in rows], k, allowed, budget)
+            for position, row in enumerate(rows):
+                results[row] = self._result(ids[position], values[position], encoded[row][1], None)
+        fallback_rows = [row for row, (known, _) in enumerate(encoded) if not known.size]
+        if fallback_rows:
+            ids, values = self._rank_popular([excluded[r] for r in fallback_rows], k, allowed)
+            for position, row in enumerate(fallback_rows):
+                results[row] = self._result(ids[position], values[position], encoded[row][1], FALLBACK_POPULARITY)
+        return results  # type: ignore[return-value]
+
+    def describe(self) -> dict[str, Any]:
+        """Model name, configuration, data fingerprint and metrics (what ``GET /model`` shows)."""
+        return dict(self.metadata)
+
+    def _encode(self, session: Sequence[object]) -> tuple[np.ndarray, tuple[str, ...]]:
+        raw = [str(item) for item in session]
+        idx = self.vocab.encode_items(raw)
+        unknown = tuple(dict.fromkeys(r for r, i in zip(raw, idx, strict=True) if i == 0))
+        if unknown:
+            logger.debug("dropped %d unknown item ids", len(unknown))
+        return idx[idx > 0], unknown
+
+    def _allowed_categories(self, categories: Sequence[object]) -> torch.Tensor:
+        raw = [str(c) for c in categories]
+        idx = self.vocab.encode_categories(raw)
+        unknown = [r for r, i in zip(raw, idx, strict=True) if i == 0]
+        if unknown:
+            raise DataError(f"categories: unknown category ids {unknown[:5]} ({len(unknown)} in all)")
+        allowed = torch.zeros(self.catalog.n_categories + 1, dtype=torch.bool)
+        allowed[torch.from_numpy(idx)] = True
+        return allowed
+
+    @torch.inference_mode()
+    def _rank(self, sessions, excluded, k, allowed, budget):
+        items, lengths = left_pad(sessions, self.max_len)
+        batch = make_batch(items, lengths, self.catalog)
+        exclude = _padded(excluded)
+        if budget is not None:
+            query = self.model.encode(batch)
+            selected = select_categories(query.category_logits, self._index.sizes, budget, allowed)
+            return self._index.search(query.item_query, k, selected=selected, exclude=exclude)
+        scores = self.model.score(batch).float()
+        return top_k(self._mask(scores, exclude, allowed), k)
+
+    def _rank_popular(self, excluded, k, allowed):
+        if self._popularity is None:
+            return torch.zeros((len(excluded), 0), dtype=torch.int64), torch.zeros((len(excluded), 0))
+        scores = self._popularity.expand(len(excluded), -1).clone()
+        return top_k(self._mask(scores, _padded(excluded), allowed), k)
+
+    def _mask(self, scores: torch.Tensor, exclude: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+        scores[:, 0] = NEG_INF
+        scores.scatter_(1, exclude, NEG_INF)
+        if allowed is not None:
+            scores.masked_fill_(~allowed[self._item_category], NEG_INF)
+        return scores
+
+    def _result(self, ids: torch.Tensor, values: torch.Tensor, unknown: tuple[str, ...], fallback: str | None):
+        keep = values > NEG_INF
+        ids, values = ids[keep].tolist(), values[keep].tolist()
+        return Recommendation(
+            item_ids=tuple(self.vocab.decode_items(ids)),
+            scores=tuple(values),
+            category_ids=tuple(self.vocab.decode_categories(self.catalog.item_category[ids])),
+            unknown_items=unknown,
+            fallback=fallback,
+        )
+
+
+def _popularity_scores(popularity: np.ndarray, n_items: int) -> torch.Tensor:
+    popularity = np.asarray(popularity, dtype=np.float32)
+    if popularity.shape != (n_items + 1,):
+        raise DataError(f"popularity needs one value per item index ({n_items + 1}), got shape {popularity.shape}")
+    return torch.from_numpy(popularity).unsqueeze(0)
+
+
+def _padded(lists: list[np.ndarray]) -> torch.Tensor:
+    # (B, E) int64 item indices padded with 0 (padding is never recommended, so it excludes nothing).
+    width = max(1, max((a.size for a in lists), default=0))
+    out = np.zeros((len(lists), width), dtype=np.int64)
+    for row, values in enumerate(lists):
+        out[row, : values.size] = values
+    return torch.from_numpy(out)
