@@ -57,6 +57,11 @@ def select_columns(frame: pl.DataFrame, path: str | Path, mapping: dict[str, str
     return frame.select([pl.col(source).alias(ours) for ours, source in mapping.items()])
 
 
+def require_values(frame: pl.DataFrame, column: str, path: str | Path) -> None:
+    """Raise a `DataError` naming the first row whose ``column`` is empty."""
+    _raise_on_failures(frame[column], frame[column], column, path, "a value")
+
+
 def parse_numbers(
     frame: pl.DataFrame, column: str, path: str | Path, dtype: type[pl.DataType], *, allow_missing: bool = False
 ) -> pl.Series:
