@@ -1,0 +1,168 @@
+"""The HTTP service: one trained run, loaded once at start-up, answering stateless recommendation requests.
+
+Endpoints: ``POST /recommend`` (one or many sessions), ``GET /health``, ``GET /model``; the OpenAPI schema is at
+``/openapi.json`` and ``/docs``. Bad input is answered with a 4xx whose ``error`` line names the field; it never
+yields a 500. Served scores are the `hiersrec.recommend.Recommender`'s, i.e. the model's evaluated scores.
+
+FastAPI is an optional extra (``pip install hiersrec[serve]``); nothing imports this module unless serving.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+import hiersrec
+from hiersrec.errors import HierSRecError
+from hiersrec.recommend import Recommender
+from hiersrec.serve.schemas import (
+    ErrorResponse,
+    HealthResponse,
+    ModelResponse,
+    RecommendedItem,
+    RecommendRequest,
+    RecommendResponse,
+    SessionOut,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 4 * 1024 * 1024  # a full request of MAX_SESSIONS long sessions fits well within this
+
+
+def create_app(run: str | Path | Recommender) -> FastAPI:
+    """HTTP app serving recommendations from one trained run directory.
+
+    The run is loaded once, in the app's lifespan (not at import, not per request).
+
+    Args:
+        run: a run directory (`Recommender.from_artifact`), or a ready `Recommender`.
+
+    Example:
+        >>> import uvicorn  # doctest: +SKIP
+        >>> uvicorn.run(create_app("runs/hiersrec-dgn"), host="127.0.0.1", port=8000)  # doctest: +SKIP
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.recommender = run if isinstance(run, Recommender) else Recommender.from_artifact(run)
+        logger.info("serving %s", app.state.recommender.describe().get("model"))
+        yield
+
+    app = FastAPI(
+        title="hiersrec",
+        version=hiersrec.__version__,
+        description="Next-item recommendations for anonymous sessions (HierSRec and baselines).",
+        lifespan=lifespan,
+    )
+    _add_error_handlers(app)
+
+    @app.post("/recommend", response_model=RecommendResponse, responses={413: {"model": ErrorResponse}})
+    def recommend(body: RecommendRequest, request: Request) -> RecommendResponse | JSONResponse:
+        """Top-k items for each session (raw item ids, oldest click first)."""
+        try:
+            results = request.app.state.recommender.recommend_batch(
+                [session.items for session in body.sessions],
+                body.k,
+                exclude=[session.exclude for session in body.sessions],
+                exclude_seen=body.exclude_seen,
+                categories=body.categories,
+                candidate_budget=body.candidate_budget,
+            )
+        except NotImplementedError as error:  # a candidate budget for a model without a category head
+            return _error(422, f"candidate_budget: {error}")
+        return RecommendResponse(
+            results=[
+                SessionOut(
+                    items=[
+                        RecommendedItem(item_id=i, score=s, category_id=c)
+                        for i, s, c in zip(r.item_ids, r.scores, r.category_ids, strict=True)
+                    ],
+                    unknown_items=list(r.unknown_items),
+                    fallback=r.fallback,
+                )
+                for r in results
+            ]
+        )
+
+    @app.get("/health", response_model=HealthResponse)
+    def health(request: Request) -> HealthResponse:
+        """The run is loaded and answering."""
+        return HealthResponse(status="ok", n_items=request.app.state.recommender.catalog.n_items)
+
+    @app.get("/model", response_model=ModelResponse)
+    def model_info(request: Request) -> ModelResponse:
+        """Name, version, configuration, training-data fingerprint and metrics of the served run."""
+        recommender: Recommender = request.app.state.recommender
+        info = recommender.describe()
+        meta = info.get("meta") or {}
+        return ModelResponse(
+            name=str(info["model"].get("name", "unknown")),
+            version=str(meta.get("hiersrec_version", hiersrec.__version__)),
+            config=info.get("config") or info["model"],
+            data_fingerprint=_data_fingerprint(meta),
+            metrics=info.get("metrics") or {},
+            candidate_budgets=recommender.supports_candidates,
+        )
+
+    return app
+
+
+def _data_fingerprint(meta: dict[str, Any]) -> str | None:
+    for key in ("data_fingerprint", "fingerprint"):
+        if meta.get(key):
+            return str(meta[key])
+    data = meta.get("data")
+    return str(data["fingerprint"]) if isinstance(data, dict) and data.get("fingerprint") else None
+
+
+def _error(status: int, message: str, detail: list[dict[str, Any]] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message, "detail": detail or []})
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def limit_body_size(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return _error(413, f"request body: larger than {MAX_BODY_BYTES} bytes; send fewer sessions per request")
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        details = [
+            {"loc": [str(part) for part in e.get("loc", ())], "msg": str(e.get("msg")), "type": str(e.get("type"))}
+            for e in error.errors()
+        ]
+        by_field: dict[str, list[str]] = {}  # a union (string or integer id) reports one message per branch
+        for detail in details:
+            by_field.setdefault(_field_name(detail), []).append(detail["msg"])
+        lines = [f"{name}: {' or '.join(messages)}" for name, messages in list(by_field.items())[:3]]
+        more = f" (and {len(by_field) - 3} more fields)" if len(by_field) > 3 else ""
+        return _error(422, "; ".join(lines) + more, details)
+
+    @app.exception_handler(HierSRecError)
+    async def library_error(request: Request, error: HierSRecError) -> JSONResponse:
+        return _error(422, str(error))
+
+
+def _field_name(detail: dict[str, Any]) -> str:
+    # ["body", "sessions", "0", "items", "2"] -> "sessions[0].items[2]"; unparsable JSON is the body itself.
+    loc = detail["loc"]
+    if detail["type"] == "json_invalid":
+        return "request body"
+    parts = loc[1:] if loc and loc[0] == "body" else loc
+    name = ""
+    for part in parts:
+        if part.isdigit():
+            name += f"[{part}]"
+        elif not part.startswith(("str", "int", "float", "constrained", "function")):  # union branch labels
+            name += f".{part}" if name else part
+    return name or "request body"

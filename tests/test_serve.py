@@ -1,0 +1,152 @@
+import pytest
+import torch
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from hiersrec.data.batching import prefix_batch  # noqa: E402
+from hiersrec.recommend import Recommender  # noqa: E402
+from hiersrec.serve.app import MAX_BODY_BYTES, create_app  # noqa: E402
+from hiersrec.serve.schemas import MAX_K, MAX_SESSION_LENGTH, MAX_SESSIONS  # noqa: E402
+from inference_support import QueryModel  # noqa: E402
+
+MAX_LEN = 7
+
+
+class ScoreOnly:
+    """A plain SessionRecommender (no category head)."""
+
+    def score(self, batch):
+        scores = torch.arange(38, dtype=torch.float32).expand(len(batch), -1).clone()
+        scores[:, 0] = float("-inf")
+        return scores
+
+
+@pytest.fixture(scope="module")
+def model(tiny_shop):
+    return QueryModel(tiny_shop.catalog.item_category, tiny_shop.catalog.n_categories, seed=9, max_len=MAX_LEN)
+
+
+@pytest.fixture(scope="module")
+def client(tiny_shop, model):
+    recommender = Recommender(model, tiny_shop.vocab, tiny_shop.catalog, tiny_shop.train.item_counts(37))
+    with TestClient(create_app(recommender), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def _post(client, body):
+    return client.post("/recommend", json=body)
+
+
+def test_happy_path_one_and_many_sessions(client):
+    one = _post(client, {"sessions": [{"items": ["i3", "i4"]}], "k": 5})
+    assert one.status_code == 200
+    [result] = one.json()["results"]
+    assert len(result["items"]) == 5 and result["fallback"] is None and result["unknown_items"] == []
+    assert {"item_id", "score", "category_id"} == set(result["items"][0])
+    many = _post(client, {"sessions": [{"items": ["i3", "i4"]}, {"items": [5]}, {"items": []}], "k": 5})
+    results = many.json()["results"]
+    assert len(results) == 3 and results[0] == result
+    assert results[2]["fallback"] == "popularity" and len(results[2]["items"]) == 5
+
+
+def test_integer_ids_are_read_as_their_decimal_string(client, tiny_shop):
+    # Raw ids of the synthetic shop are "i1".."i37": the integer 5 is unknown, "i5" is known.
+    body = _post(client, {"sessions": [{"items": [5, "i5"]}], "k": 2}).json()
+    assert body["results"][0]["unknown_items"] == ["5"]
+
+
+def test_unknown_items_and_all_unknown_sessions(client):
+    body = _post(client, {"sessions": [{"items": ["x", "i3", "y"]}, {"items": ["x", "y"]}], "k": 3}).json()
+    partial, none_known = body["results"]
+    assert partial["unknown_items"] == ["x", "y"] and partial["fallback"] is None
+    assert none_known["unknown_items"] == ["x", "y"] and none_known["fallback"] == "popularity"
+
+
+def test_k_beyond_the_catalogue_returns_what_exists(client):
+    body = _post(client, {"sessions": [{"items": ["i1"], "exclude": ["i2"]}], "k": MAX_K, "exclude_seen": True})
+    items = [entry["item_id"] for entry in body.json()["results"][0]["items"]]
+    assert len(items) == 35 and "i1" not in items and "i2" not in items
+
+
+def test_candidate_budget_and_category_filter(client):
+    exact = _post(client, {"sessions": [{"items": ["i3"]}], "k": 10}).json()["results"][0]
+    full_budget = _post(client, {"sessions": [{"items": ["i3"]}], "k": 10, "candidate_budget": "100%"})
+    assert [e["item_id"] for e in full_budget.json()["results"][0]["items"]] == [e["item_id"] for e in exact["items"]]
+    filtered = _post(client, {"sessions": [{"items": ["i3"]}], "k": 10, "categories": ["c2"]}).json()
+    assert {e["category_id"] for e in filtered["results"][0]["items"]} == {"c2"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"sessions": [{"items": ["i1", 2.5]}]}, "sessions[0].items[1]"),
+        ({"sessions": [{"items": ["i1", None]}]}, "sessions[0].items[1]"),
+        ({"sessions": [{"items": "i1"}]}, "sessions[0].items"),
+        ({"sessions": [{"items": ["i1"]}], "k": "3"}, "k"),
+        ({"sessions": [{"items": ["i1"]}], "k": True}, "k"),
+        ({"sessions": [{"items": ["i1"]}], "k": 0}, "k"),
+        ({"sessions": [{"items": ["i1"]}], "k": MAX_K + 1}, "k"),
+        ({"sessions": []}, "sessions"),
+        ({"sessions": [{"items": ["i1"]}] * (MAX_SESSIONS + 1)}, "sessions"),
+        ({"sessions": [{"items": ["i1"] * (MAX_SESSION_LENGTH + 1)}]}, "sessions[0].items"),
+        ({"sessions": [{"items": [""]}]}, "sessions[0].items[0]"),
+        ({"sessions": [{"items": ["i1"]}], "exclude_seen": "yes"}, "exclude_seen"),
+        ({"sessions": [{"items": ["i1"]}], "candidate_budget": "lots"}, "candidate_budget"),
+        ({"sessions": [{"items": ["i1"]}], "candidate_budget": 2.0}, "candidate_budget"),
+        ({"sessions": [{"items": ["i1"]}], "categories": ["nope"]}, "categories"),
+        ({"sessions": [{"items": ["i1"]}], "colour": "red"}, "colour"),
+        ({"session": ["i1"]}, "sessions"),
+        ([["i1"]], "request body"),
+    ],
+)
+def test_bad_input_is_a_422_naming_the_field(client, body, field):
+    response = _post(client, body)
+    assert response.status_code == 422
+    assert response.json()["error"].startswith(f"{field}:") or f"; {field}:" in response.json()["error"]
+
+
+@pytest.mark.parametrize("raw", [b'{"sessions": [', b"not json", b""])
+def test_malformed_json_is_a_422(client, raw):
+    response = client.post("/recommend", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and response.json()["error"].startswith("request body")
+
+
+def test_oversized_body_is_a_413(client):
+    response = client.post(
+        "/recommend", content=b" " * (MAX_BODY_BYTES + 1), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413 and "request body" in response.json()["error"]
+
+
+def test_candidate_budget_on_a_model_without_a_category_head_is_a_422(tiny_shop):
+    app = create_app(Recommender(ScoreOnly(), tiny_shop.vocab, tiny_shop.catalog))
+    with TestClient(app, raise_server_exceptions=False) as plain:
+        ok = _post(plain, {"sessions": [{"items": ["i1"]}], "k": 2}).json()["results"][0]["items"]
+        assert [e["item_id"] for e in ok] == ["i37", "i36"]
+        refused = _post(plain, {"sessions": [{"items": ["i1"]}], "candidate_budget": "4%"})
+        assert refused.status_code == 422 and refused.json()["error"].startswith("candidate_budget:")
+        assert plain.get("/model").json()["candidate_budgets"] is False
+
+
+def test_health_model_and_openapi(client):
+    assert client.get("/health").json() == {"status": "ok", "n_items": 37}
+    info = client.get("/model").json()
+    assert info["name"] == "QueryModel" and info["candidate_budgets"] is True and "version" in info
+    schema = client.get("/openapi.json").json()
+    assert {"/recommend", "/health", "/model"} <= set(schema["paths"])
+    assert "RecommendRequest" in schema["components"]["schemas"]
+
+
+def test_served_scores_equal_evaluated_scores(client, tiny_shop, model):
+    targets = tiny_shop.test.target_positions()[:25]
+    evaluated = model.score(prefix_batch(tiny_shop.test, tiny_shop.catalog, targets, MAX_LEN))
+    starts = tiny_shop.test.session_starts()[targets]
+    sessions = [
+        {"items": tiny_shop.vocab.decode_items(tiny_shop.test.items[s:t])} for s, t in zip(starts, targets, strict=True)
+    ]
+    results = _post(client, {"sessions": sessions, "k": MAX_K}).json()["results"]
+    for row, (target, result) in enumerate(zip(targets, results, strict=True)):
+        target_item = int(tiny_shop.test.items[target])
+        served = {e["item_id"]: e["score"] for e in result["items"]}
+        assert served[f"i{target_item}"] == pytest.approx(evaluated[row, target_item].item(), rel=1e-6)
