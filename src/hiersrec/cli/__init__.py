@@ -78,9 +78,11 @@ def exit_status_for(error: HierSRecError) -> ExitStatus:
 
 def _register_commands() -> None:
     # Imported here so that each command file can import `app` helpers without cycles.
-    from hiersrec.cli import evaluate
+    from hiersrec.cli import evaluate, recommend, serve
 
     app.command(name="evaluate")(evaluate.evaluate)
+    app.command(name="recommend")(recommend.recommend)
+    app.command(name="serve")(serve.serve)
 
 
 _register_commands()

@@ -1,0 +1,33 @@
+"""``hiersrec serve``: the HTTP service for one trained run (FastAPI + uvicorn, the optional ``serve`` extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hiersrec.errors import ConfigError
+
+
+def serve(
+    run: Annotated[Path, typer.Argument(help="A trained run directory.")],
+    host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 exposes the service to the network.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level: critical, error, warning, info, debug.")] = (
+        "info"
+    ),
+) -> None:
+    """Serve RUN over HTTP: POST /recommend, GET /health, GET /model; OpenAPI docs at /docs."""
+    try:
+        import uvicorn
+
+        from hiersrec.serve.app import create_app
+    except ImportError as error:
+        raise ConfigError(f"hiersrec serve needs the 'serve' extra ({error}); pip install 'hiersrec[serve]'") from None
+    from hiersrec.recommend import Recommender
+
+    # Loaded here, before the server starts, so that a bad run directory is a one-line error with its exit code.
+    uvicorn.run(create_app(Recommender.from_artifact(run)), host=host, port=port, log_level=log_level)
