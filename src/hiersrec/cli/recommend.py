@@ -152,7 +152,7 @@ def _record_batches(path: Path, read_rows: int) -> Iterator[pa.RecordBatch]:
                 path,
                 read_options=pacsv.ReadOptions(block_size=1 << 22),
                 parse_options=pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ","),
-                convert_options=pacsv.ConvertOptions(column_types=text_columns),
+                convert_options=pacsv.ConvertOptions(column_types=text_columns, strings_can_be_null=True),
             )
             yield from reader
         else:
