@@ -58,8 +58,11 @@ def top_k(scores: torch.Tensor, k: int, ids: torch.Tensor | None = None) -> tupl
     return top_ids.gather(1, by_score), values.gather(1, by_score)
 
 
-def _drop_excluded(item_idx: torch.Tensor, scores: torch.Tensor, exclude: torch.Tensor | None) -> torch.Tensor:
-    # exclude is (B, E) item_idx padded with 0; padding is never a result, so matching it is harmless.
+def mask_excluded(item_idx: torch.Tensor, scores: torch.Tensor, exclude: torch.Tensor | None) -> torch.Tensor:
+    """``scores`` with ``-inf`` wherever ``item_idx`` (B, N) is one of the row's ``exclude`` (B, E) items.
+
+    ``exclude`` is padded with 0; padding is never a result, so matching it is harmless.
+    """
     if exclude is None or exclude.numel() == 0:
         return scores
     hit = (item_idx.unsqueeze(2) == exclude.unsqueeze(1)).any(dim=2)
@@ -167,7 +170,7 @@ class CategoryIndex:
             ids, values = self._search_one(queries[0], fetch, selected[0])
         else:
             ids, values = self._search_grouped(queries, fetch, selected)
-        values = _drop_excluded(ids, values, exclude)
+        values = mask_excluded(ids, values, exclude)
         ids, values = top_k(values, k, ids)
         return _trim(ids, values, k, self.n_items)
 
