@@ -1,0 +1,234 @@
+"""The sparse session-item index shared by the session-kNN family (SKNN, V-SKNN, STAN, VSTAN).
+
+The kNN methods differ in how they weigh similarities and items, not in how they find neighbours, so
+this file holds only that common machinery, vectorised over a whole batch of prefixes:
+
+1. `PrefixQuery.from_batch`: the distinct items of each left-padded prefix and the position of each
+   item's last click (1 = oldest click, L = most recent);
+2. `SessionIndex.candidates`: for each prefix, the training sessions that share at least one item with it
+   (the union of the items' posting lists, one sparse product) and, of those, the ``sample_size`` most
+   recent (session-rec's ``sampling="recent"``);
+3. `SessionIndex.expand`: one entry per (candidate pair, item of the candidate session), from which each
+   model computes its own similarity and item weights with segment reductions;
+4. `top_k_per_row` and `dense_scores`: the ``k`` most similar candidates of each prefix and the (B, V)
+   score matrix summed from per-entry contributions.
+
+Training sessions are stored in recency order (by the timestamp of their last click, then by position in
+the data; by position alone when there are no timestamps, as the SR-GNN files are chronological), so
+"most recent" means "largest session index". Sums run in a fixed order per row, so a row scores the
+same alone as inside any batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from hiersrec.data.batching import SessionBatch
+from hiersrec.data.sessions import SessionData
+from hiersrec.models.base import mask_padding
+
+
+@dataclass(frozen=True)
+class PrefixQuery:
+    """The distinct items of a batch of prefixes, one entry per (row, item), rows then items ascending.
+
+    Attributes:
+        lengths: (B,) int64 clicks in each prefix (L).
+        rows: (Q,) int64 row of each entry.
+        items: (Q,) int64 item index of each entry.
+        last_position: (Q,) int64 1-based position of the item's last click in its prefix (L = most recent).
+    """
+
+    lengths: np.ndarray
+    rows: np.ndarray
+    items: np.ndarray
+    last_position: np.ndarray
+
+    @classmethod
+    def from_batch(cls, batch: SessionBatch) -> PrefixQuery:
+        """Read the left-padded ``batch.items``; padding and the width of the batch play no part."""
+        items = batch.items.numpy()
+        lengths = batch.lengths.numpy().astype(np.int64)
+        width = items.shape[1]
+        positions = np.arange(1, width + 1)[None, :] - (width - lengths)[:, None]  # (B, T), <= 0 on padding
+        rows, columns = np.nonzero(positions >= 1)
+        clicked, position = items[rows, columns], positions[rows, columns]
+        # Keep the last click of each (row, item): sort by (row, item, position) and take each group's end.
+        key = rows * (int(items.max(initial=0)) + 1) + clicked
+        order = np.lexsort((position, key))
+        is_last = np.append(key[order][1:] != key[order][:-1], True)
+        keep = order[is_last]
+        return cls(lengths=lengths, rows=rows[keep], items=clicked[keep], last_position=position[keep])
+
+    @property
+    def n_rows(self) -> int:
+        """Number of prefixes (B)."""
+        return self.lengths.size
+
+    def n_distinct(self) -> np.ndarray:
+        """(B,) int64 number of distinct items in each prefix."""
+        return np.bincount(self.rows, minlength=self.n_rows)
+
+    def positions_of(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Last click position of ``items[j]`` in prefix ``rows[j]``, elementwise; 0 where it was not clicked."""
+        # A (B, U) table over the U distinct items of the batch keeps the lookup a plain gather.
+        batch_items = np.unique(self.items)
+        column = np.full(int(max(items.max(initial=0), batch_items.max(initial=0))) + 1, -1, dtype=np.int64)
+        column[batch_items] = np.arange(batch_items.size)
+        table = np.zeros((self.n_rows, batch_items.size + 1), dtype=np.int64)  # last column: "not clicked"
+        table[self.rows, column[self.items]] = self.last_position
+        return table[rows, column[items]]
+
+
+@dataclass(frozen=True)
+class Entries:
+    """One entry per (candidate pair, distinct item of the candidate session), grouped by pair.
+
+    Attributes:
+        pair: (E,) int64 index of the entry's pair, ascending.
+        items: (E,) int64 item index.
+        positions: (E,) int64 1-based position of the item's last click in the candidate session.
+        starts: (P,) int64 first entry of each pair (for ``np.ufunc.reduceat``; every pair has >= 1 entry).
+    """
+
+    pair: np.ndarray
+    items: np.ndarray
+    positions: np.ndarray
+    starts: np.ndarray
+
+
+@dataclass(frozen=True)
+class SessionIndex:
+    """Training sessions as a sparse session-item matrix and its item-session transpose, in recency order.
+
+    Attributes:
+        session_items: (S, V) CSR, one stored value per distinct item of a session: the 1-based position of
+            the item's last click in it; columns sorted.
+        item_sessions: (V, S) CSR of ones, the posting list of each item, sessions ascending (oldest first).
+        session_time: (S,) float64 timestamp of each session's last click (non-decreasing), or None.
+        item_clicks: (V,) int64 clicks of each item in training.
+    """
+
+    session_items: sp.csr_matrix
+    item_sessions: sp.csr_matrix
+    session_time: np.ndarray | None
+    item_clicks: np.ndarray
+
+    @classmethod
+    def build(cls, train: SessionData, n_items: int) -> SessionIndex:
+        """Index ``train`` for item indices ``0..n_items`` (0 = padding never appears)."""
+        n_columns = n_items + 1
+        session_time = None
+        if train.timestamps is not None and train.n_sessions:
+            lengths = train.lengths
+            last_click = np.maximum(train.offsets[1:] - 1, 0)
+            last_time = np.where(lengths > 0, train.timestamps[last_click], np.iinfo(np.int64).min)
+            order = np.lexsort((np.arange(train.n_sessions), last_time))
+            train = train.subset(order)
+            session_time = last_time[order].astype(np.float64)
+        lengths = train.lengths
+        rows = np.repeat(np.arange(train.n_sessions), lengths)
+        positions = np.arange(train.n_clicks) - np.repeat(train.offsets[:-1], lengths) + 1
+        key = rows * n_columns + train.items
+        order = np.lexsort((positions, key))
+        keep = order[np.append(key[order][1:] != key[order][:-1], True)]
+        indptr = np.zeros(train.n_sessions + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows[keep], minlength=train.n_sessions), out=indptr[1:])
+        session_items = sp.csr_matrix(
+            (positions[keep], train.items[keep], indptr), shape=(train.n_sessions, n_columns), dtype=np.int64
+        )
+        item_sessions = sp.csr_matrix(
+            (np.ones(keep.size, dtype=np.float32), (train.items[keep], rows[keep])),
+            shape=(n_columns, train.n_sessions),
+        )
+        item_sessions.sort_indices()
+        return cls(
+            session_items=session_items,
+            item_sessions=item_sessions,
+            session_time=session_time,
+            item_clicks=train.item_counts(n_items),
+        )
+
+    @property
+    def n_sessions(self) -> int:
+        """Number of training sessions (S)."""
+        return self.session_items.shape[0]
+
+    @property
+    def n_columns(self) -> int:
+        """Width of the score matrix (V = items + padding)."""
+        return self.session_items.shape[1]
+
+    def session_sizes(self, sessions: np.ndarray) -> np.ndarray:
+        """(P,) int64 number of distinct items of each of ``sessions``."""
+        indptr = self.session_items.indptr
+        return indptr[sessions + 1] - indptr[sessions]
+
+    def idf(self) -> np.ndarray:
+        """(V,) float64 ``log(S / clicks(i))`` as session-rec's V-SKNN and VSTAN define it; 0 for unseen items."""
+        clicks = self.item_clicks
+        return np.where(clicks > 0, np.log(max(self.n_sessions, 1) / np.maximum(clicks, 1)), 0.0)
+
+    def candidates(self, query: PrefixQuery, sample_size: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Candidate neighbours: sessions sharing an item with each prefix, the ``sample_size`` most recent.
+
+        Returns:
+            (rows, sessions, n_shared): (P,) int64 prefix row, (P,) int64 session index and (P,) int64
+            number of distinct items the two share; rows ascending, sessions ascending within a row.
+            ``sample_size=None`` keeps every candidate.
+        """
+        indptr = np.zeros(query.n_rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(query.rows, minlength=query.n_rows), out=indptr[1:])
+        prefix_items = sp.csr_matrix(
+            (np.ones(query.items.size, dtype=np.float32), query.items, indptr),
+            shape=(query.n_rows, self.n_columns),
+        )
+        shared = prefix_items @ self.item_sessions  # (B, S): distinct items in common
+        shared.sort_indices()
+        per_row = np.diff(shared.indptr)
+        rows = np.repeat(np.arange(query.n_rows), per_row)
+        sessions = shared.indices.astype(np.int64)
+        n_shared = np.rint(shared.data).astype(np.int64)
+        if sample_size is not None:
+            from_row_end = np.repeat(shared.indptr[1:], per_row) - np.arange(shared.nnz)  # 1 = most recent
+            keep = from_row_end <= sample_size
+            rows, sessions, n_shared = rows[keep], sessions[keep], n_shared[keep]
+        return rows, sessions, n_shared
+
+    def expand(self, sessions: np.ndarray) -> Entries:
+        """One entry per distinct item of each of ``sessions`` (grouped in that order)."""
+        indptr = self.session_items.indptr
+        first, counts = indptr[sessions], indptr[sessions + 1] - indptr[sessions]
+        starts = np.cumsum(counts) - counts
+        flat = np.arange(int(counts.sum())) - np.repeat(starts - first, counts)
+        return Entries(
+            pair=np.repeat(np.arange(sessions.size), counts),
+            items=self.session_items.indices[flat].astype(np.int64),
+            positions=self.session_items.data[flat],
+            starts=starts,
+        )
+
+
+def top_k_per_row(rows: np.ndarray, similarity: np.ndarray, sessions: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` most similar candidates of each row, rows ascending, most similar first.
+
+    Ties in similarity go to the more recent session (session-rec leaves them to set iteration order).
+    """
+    order = np.lexsort((-sessions, -similarity, rows))
+    sorted_rows = rows[order]
+    row_start = np.searchsorted(sorted_rows, sorted_rows, side="left")
+    return order[np.arange(order.size) - row_start < k]
+
+
+def dense_scores(rows: np.ndarray, items: np.ndarray, values: np.ndarray, n_rows: int, n_columns: int) -> torch.Tensor:
+    """(n_rows, n_columns) float32 sums of ``values`` at ``(rows, items)``; column 0 (padding) = -inf.
+
+    ``np.add.at`` adds in input order, so a row's sums do not depend on the other rows of the batch.
+    """
+    scores = np.zeros(n_rows * n_columns, dtype=np.float32)
+    np.add.at(scores, rows * n_columns + items, values.astype(np.float32))
+    return mask_padding(torch.from_numpy(scores.reshape(n_rows, n_columns)))

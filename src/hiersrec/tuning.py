@@ -1,0 +1,165 @@
+"""Random-search tuning of a baseline's hyperparameters on a validation split cut from the training sessions.
+
+The tuner takes the *training* sessions only and cuts the validation split itself (the chronological tail,
+whole sessions, `SessionData.split_tail`): each trial fits on the head and is scored on the tail, so no
+test session can take part in model selection. Trial 0 is always the model's defaults, so tuning never
+returns a configuration that validated worse than them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from hiersrec.data.catalog import ItemCatalog
+from hiersrec.data.sessions import SessionData
+from hiersrec.errors import ConfigError
+from hiersrec.eval.protocol import evaluate
+from hiersrec.models import default_params, make_baseline, search_space
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    """The outcome of `tune_baseline`.
+
+    Attributes:
+        name: baseline name.
+        metric: the validation metric maximised (e.g. ``"mrr@20"``).
+        best_params: all hyperparameters of the best trial.
+        best_score: its validation metric.
+        trials: one row per trial: ``trial``, ``params``, ``metric`` value, all validation ``metrics``,
+            ``fit_seconds``, ``eval_seconds``.
+        n_fit_sessions: sessions the trials were fitted on (the head).
+        n_valid_sessions: sessions they were scored on (the tail).
+    """
+
+    name: str
+    metric: str
+    best_params: dict[str, Any]
+    best_score: float
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    n_fit_sessions: int = 0
+    n_valid_sessions: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary."""
+        return asdict(self)
+
+
+def tune_baseline(
+    name: str,
+    train: SessionData,
+    catalog: ItemCatalog,
+    *,
+    n_trials: int = 20,
+    seed: int = 0,
+    valid_fraction: float = 0.1,
+    max_valid_sessions: int | None = None,
+    metric: str = "mrr@20",
+    space: Mapping[str, Sequence[Any]] | None = None,
+    batch_size: int = 512,
+    show_progress: bool = False,
+) -> TuningResult:
+    """Random search over a baseline's hyperparameters, scored on the validation tail of ``train``.
+
+    Args:
+        name: a key of `hiersrec.models.BASELINES`.
+        train: the training sessions (never the test split); the tail ``valid_fraction`` of them is held out.
+        catalog: item attributes.
+        n_trials: configurations tried, the defaults included (fewer when the space has fewer).
+        seed: seed of the random draws.
+        valid_fraction: share of the (most recent) training sessions held out for validation.
+        max_valid_sessions: score only the earliest this many held-out sessions (those right after the head,
+            as the test period follows training); None: all of them.
+        metric: validation metric to maximise, ``"<hr|mrr|ndcg>@k"`` or ``"cat_acc@<1|5>"``.
+        space: values to try per hyperparameter (default: the model's ``SEARCH_SPACE``).
+        batch_size: prefixes scored at once.
+        show_progress: progress bar over trials on stderr.
+
+    Returns:
+        The `TuningResult`; refit ``make_baseline(name, **result.best_params)`` on all of ``train``.
+
+    Raises:
+        ConfigError: unknown baseline, parameter or metric; a non-positive budget.
+    """
+    if n_trials < 1:
+        raise ConfigError(f"n_trials must be >= 1, got {n_trials}")
+    ks = _metric_cutoffs(metric)
+    space = dict(search_space(name) if space is None else space)
+    make_baseline(name, **{key: values[0] for key, values in space.items() if values})  # unknown keys fail here
+    head, tail = train.split_tail(valid_fraction)
+    if max_valid_sessions is not None:
+        tail = tail.subset(np.arange(min(max_valid_sessions, tail.n_sessions)))
+    candidates = _draw_configurations(space, default_params(name), n_trials, np.random.default_rng(seed))
+
+    trials: list[dict[str, Any]] = []
+    for number, params in enumerate(tqdm(candidates, desc=f"tune {name}", disable=not show_progress)):
+        started = time.perf_counter()
+        model = make_baseline(name, **params).fit(head, catalog)
+        fitted = time.perf_counter()
+        report = evaluate(model, tail, catalog, ks=ks, batch_size=batch_size)
+        if metric not in report.metrics:
+            raise ConfigError(f"baseline {name!r} does not report {metric!r}; it reports {sorted(report.metrics)}")
+        trials.append(
+            {
+                "trial": number,
+                "params": params,
+                "metric": report.metrics[metric],
+                "metrics": report.metrics,
+                "fit_seconds": fitted - started,
+                "eval_seconds": report.seconds,
+            }
+        )
+        logger.info("%s trial %d %s: %s = %.4f", name, number, params, metric, report.metrics[metric])
+    best = max(trials, key=lambda row: row["metric"])  # the first of equals: the defaults win ties
+    return TuningResult(
+        name=name,
+        metric=metric,
+        best_params=best["params"],
+        best_score=best["metric"],
+        trials=trials,
+        n_fit_sessions=head.n_sessions,
+        n_valid_sessions=tail.n_sessions,
+    )
+
+
+def _metric_cutoffs(metric: str) -> tuple[int, ...]:
+    kind, _, k = metric.partition("@")
+    valid = (kind in ("hr", "mrr", "ndcg") and k.isdigit() and int(k) >= 1) or metric in ("cat_acc@1", "cat_acc@5")
+    if not valid:
+        raise ConfigError(f"unknown metric {metric!r}; use 'hr@k', 'mrr@k', 'ndcg@k', 'cat_acc@1' or 'cat_acc@5'")
+    return (int(k),) if kind != "cat_acc" else (1,)
+
+
+def _draw_configurations(
+    space: Mapping[str, Sequence[Any]], defaults: dict[str, Any], n_trials: int, rng: np.random.Generator
+) -> list[dict[str, Any]]:
+    """The defaults first, then distinct random points of the grid (``n_trials`` in all, at most)."""
+    keys = [key for key, values in space.items() if len(values)]
+    points = itertools.product(*(range(len(space[key])) for key in keys))
+    grid_size = math.prod(len(space[key]) for key in keys)
+    if grid_size <= 4 * n_trials:  # small grids: a random order of all points
+        order = [tuple(point) for point in points]
+        order = [order[i] for i in rng.permutation(len(order))]
+    else:  # large grids: draw until enough distinct points (the grid is 4x larger, so this ends quickly)
+        order = (tuple(int(rng.integers(len(space[key]))) for key in keys) for _ in itertools.count())
+    configurations = [defaults]
+    seen = {tuple(defaults[key] for key in keys)}
+    for point in order:
+        if len(configurations) >= n_trials:
+            break
+        values = tuple(space[key][i] for key, i in zip(keys, point, strict=True))
+        if values not in seen:
+            seen.add(values)
+            configurations.append({**defaults, **dict(zip(keys, values, strict=True))})
+    return configurations
