@@ -141,12 +141,13 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
 
 
 def open_dataset(spec: str | Path) -> PreparedDataset:
-    """Open a dataset from a prepared folder, an SR-GNN TSV folder, or ``"synthetic"``.
+    """Open a dataset from a prepared folder, an SR-GNN TSV folder, a RecBole folder, or ``"synthetic"``.
 
     Args:
         spec: ``"synthetic"`` (the embedded default shop, `make_synthetic_shop()`; write ``./synthetic`` for a
             folder of that name), a folder with ``manifest.json`` (`load_prepared`), a folder with
-            ``train_sessions.tsv`` (`read_srgnn_dir`).
+            ``train_sessions.tsv`` (`read_srgnn_dir`), or a folder of RecBole ``.inter`` files
+            (`read_unisrec_amazon` when it also holds ``item_meta_derived.tsv``, else `read_recbole_dir`).
 
     Raises:
         DataError: ``spec`` is none of these.
@@ -162,10 +163,15 @@ def open_dataset(spec: str | Path) -> PreparedDataset:
         from hiersrec.data.srgnn import read_srgnn_dir
 
         return read_srgnn_dir(path)
+    if path.is_dir() and any(path.glob("*.inter")):
+        from hiersrec.data.amazon import is_unisrec_amazon_dir, read_unisrec_amazon
+        from hiersrec.data.recbole import read_recbole_dir
+
+        return read_unisrec_amazon(path) if is_unisrec_amazon_dir(path) else read_recbole_dir(path)
     what = "a folder without a known dataset layout" if path.is_dir() else "not found"
     raise DataError(
         f"{spec}: {what}; give a prepared folder (with {MANIFEST}, from 'hiersrec data prepare'), an SR-GNN "
-        "folder (with train_sessions.tsv), a RecBole folder (with <name>.train.inter) or 'synthetic'"
+        "folder (with train_sessions.tsv), a RecBole folder (with <name>.inter files) or 'synthetic'"
     )
 
 
