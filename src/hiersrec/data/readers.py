@@ -53,6 +53,8 @@ def select_columns(frame: pl.DataFrame, path: str | Path, mapping: dict[str, str
     """
     missing = [source for source in mapping.values() if source not in frame.columns]
     if missing:
+        if len(frame.columns) == 1 and any(sep in frame.columns[0] for sep in ",;\t|"):
+            hint += " The header was read as one column: is the field separator right (--separator)?"
         raise DataError(f"{path}: missing column(s) {missing}; found {frame.columns}. {hint}")
     return frame.select([pl.col(source).alias(ours) for ours, source in mapping.items()])
 

@@ -1,0 +1,223 @@
+"""``hiersrec data prepare | stats | export``: import, inspect and export session datasets.
+
+Thin over `hiersrec.data`: each command parses options, calls the library and prints; ``--json`` prints one
+JSON object on stdout, logs go to stderr. Bad input raises `DataError` (exit code 3), bad options
+`ConfigError` (exit code 4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hiersrec.data.prepared import PreparedDataset
+from hiersrec.data.stats import dataset_stats
+from hiersrec.data.storage import load_prepared, open_dataset, save_prepared
+from hiersrec.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+app = typer.Typer(name="data", help="Prepare, inspect and export session datasets.", no_args_is_help=True)
+
+_CLICKLOG = "Click-log options (--source clicklog)"
+
+
+class Source(enum.StrEnum):
+    """Input formats of ``hiersrec data prepare``."""
+
+    srgnn = "srgnn"
+    diginetica = "diginetica"
+    clicklog = "clicklog"
+    recbole = "recbole"
+    synthetic = "synthetic"
+
+
+@app.command()
+def prepare(
+    source: Annotated[Source, typer.Option(help="Input format.", case_sensitive=False)],
+    out: Annotated[Path, typer.Option(help="Folder to write the prepared dataset to (replaced atomically).")],
+    input_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="Source folder (srgnn, diginetica: raw CIKM files, recbole: .inter files) or click-log file.",
+        ),
+    ] = None,
+    items: Annotated[Path | None, typer.Option(help="Item table (CSV/Parquet).", rich_help_panel=_CLICKLOG)] = None,
+    name: Annotated[str | None, typer.Option(help="Dataset name (default: from the source).")] = None,
+    missing_category: Annotated[
+        str, typer.Option(help="Items without a category: unknown (map to 'unknown'), drop, or error.")
+    ] = "unknown",
+    session_column: Annotated[str | None, typer.Option(help="Session id column.", rich_help_panel=_CLICKLOG)] = None,
+    item_column: Annotated[str | None, typer.Option(help="Item id column.", rich_help_panel=_CLICKLOG)] = None,
+    time_column: Annotated[str | None, typer.Option(help="Click time column.", rich_help_panel=_CLICKLOG)] = None,
+    time_unit: Annotated[
+        str | None, typer.Option(help="Unit of numeric times: s, ms, us, ns.", rich_help_panel=_CLICKLOG)
+    ] = None,
+    time_format: Annotated[
+        str | None, typer.Option(help="strftime format of text times (default ISO 8601).", rich_help_panel=_CLICKLOG)
+    ] = None,
+    separator: Annotated[
+        str | None, typer.Option(help="Field separator of text files.", rich_help_panel=_CLICKLOG)
+    ] = None,
+    item_id_column: Annotated[
+        str | None, typer.Option(help="Item id column of the item table.", rich_help_panel=_CLICKLOG)
+    ] = None,
+    category_column: Annotated[
+        str | None, typer.Option(help="Category column of the item table.", rich_help_panel=_CLICKLOG)
+    ] = None,
+    text_column: Annotated[
+        str | None, typer.Option(help="Text column of the item table.", rich_help_panel=_CLICKLOG)
+    ] = None,
+    categorical_column: Annotated[
+        list[str] | None,
+        typer.Option(help="Categorical attribute of the item table; repeatable.", rich_help_panel=_CLICKLOG),
+    ] = None,
+    numeric_column: Annotated[
+        list[str] | None,
+        typer.Option(help="Numeric attribute of the item table; repeatable.", rich_help_panel=_CLICKLOG),
+    ] = None,
+    min_session_length: Annotated[
+        int | None, typer.Option(help="Drop shorter sessions (default 2).", rich_help_panel=_CLICKLOG)
+    ] = None,
+    min_item_support: Annotated[
+        int | None, typer.Option(help="Drop items with fewer clicks (default 5).", rich_help_panel=_CLICKLOG)
+    ] = None,
+    consecutive_duplicates: Annotated[
+        str | None, typer.Option(help="keep (default, as SR-GNN) or drop repeats.", rich_help_panel=_CLICKLOG)
+    ] = None,
+    until_stable: Annotated[
+        bool | None,
+        typer.Option("--until-stable", help="Repeat the support/length filters.", rich_help_panel=_CLICKLOG),
+    ] = None,
+    test_days: Annotated[
+        float | None, typer.Option(help="Test = the last N days (default 7).", rich_help_panel=_CLICKLOG)
+    ] = None,
+    test_fraction: Annotated[
+        float | None, typer.Option(help="Test = the most recent fraction of sessions.", rich_help_panel=_CLICKLOG)
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the synthetic shop (--source synthetic).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Import a dataset from --source, preprocess it and write it to --out."""
+    clicklog_options = {
+        "session_column": session_column,
+        "item_column": item_column,
+        "time_column": time_column,
+        "time_unit": time_unit,
+        "time_format": time_format,
+        "separator": separator,
+        "item_id_column": item_id_column,
+        "category_column": category_column,
+        "text_column": text_column,
+        "categorical_columns": tuple(categorical_column) if categorical_column else None,
+        "numeric_columns": tuple(numeric_column) if numeric_column else None,
+        "min_session_length": min_session_length,
+        "min_item_support": min_item_support,
+        "consecutive_duplicates": consecutive_duplicates,
+        "filter_until_stable": until_stable,
+        "test_days": test_days,
+        "test_fraction": test_fraction,
+    }
+    given = {key: value for key, value in clicklog_options.items() if value is not None}
+    if source is not Source.clicklog and (given or items is not None):
+        flags = [f"--{key.replace('_', '-')}" for key in given] + (["--items"] if items is not None else [])
+        raise ConfigError(f"options for --source clicklog only, not {source.value}: {', '.join(flags)}")
+    if seed is not None and source is not Source.synthetic:
+        raise ConfigError(f"--seed only applies to --source synthetic, not {source.value}")
+    if (input_path is None) != (source is Source.synthetic):
+        raise ConfigError("--input is required for every source except synthetic (and not allowed there)")
+    dataset = _import(source, input_path, items, name, missing_category, given, seed)
+    save_prepared(dataset, out)
+    summary = {"out": str(out), **dataset_stats(load_prepared(out))}
+    _print(summary, as_json)
+
+
+@app.command()
+def stats(
+    dataset: Annotated[str, typer.Argument(help="Prepared folder, SR-GNN or RecBole folder, or 'synthetic'.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Print counts, session lengths and category structure of DATASET."""
+    _print(dataset_stats(open_dataset(dataset)), as_json)
+
+
+class ExportFormat(enum.StrEnum):
+    """Formats of ``hiersrec data export``."""
+
+    recbole = "recbole"
+
+
+@app.command()
+def export(
+    dataset: Annotated[str, typer.Argument(help="Prepared folder, SR-GNN or RecBole folder, or 'synthetic'.")],
+    out: Annotated[Path, typer.Option(help="Folder to write to; RecBole wants it named like the dataset.")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="Output format.")] = ExportFormat.recbole,
+    max_history: Annotated[int, typer.Option(help="Most recent items kept in each item_id_list.")] = 50,
+    valid_fraction: Annotated[
+        float, typer.Option(help="Validation share of train sessions when the dataset has no validation split.")
+    ] = 0.1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Write DATASET in another tool's format (RecBole atomic files)."""
+    from hiersrec.data.recbole_export import write_recbole
+
+    assert fmt is ExportFormat.recbole
+    paths = write_recbole(open_dataset(dataset), out, max_history=max_history, valid_fraction=valid_fraction)
+    _print({"format": fmt.value, "out": str(out), "files": [str(p) for p in paths]}, as_json)
+
+
+def _import(
+    source: Source,
+    input_path: Path | None,
+    items: Path | None,
+    name: str | None,
+    missing_category: str,
+    clicklog_options: dict[str, Any],
+    seed: int | None,
+) -> PreparedDataset:
+    # Importers are imported lazily: each pulls only what its format needs.
+    if source is Source.srgnn:
+        from hiersrec.data.srgnn import read_srgnn_dir
+
+        if missing_category != "unknown":
+            raise ConfigError("--missing-category does not apply to --source srgnn (every item has a category row)")
+        return read_srgnn_dir(input_path, name=name)
+    if source is Source.diginetica:
+        from hiersrec.data.diginetica import read_diginetica
+
+        return read_diginetica(input_path, missing_category=missing_category, name=name or "diginetica")
+    if source is Source.clicklog:
+        from hiersrec.data.clicklog import ClickLogOptions, read_clicklog
+
+        if "test_fraction" in clicklog_options and "test_days" not in clicklog_options:
+            clicklog_options["test_days"] = None
+        options = ClickLogOptions(**clicklog_options, missing_category=missing_category)
+        return read_clicklog(input_path, items, options, name=name)
+    if source is Source.recbole:
+        from hiersrec.data.amazon import is_unisrec_amazon_dir, read_unisrec_amazon
+        from hiersrec.data.recbole import read_recbole_dir
+
+        if is_unisrec_amazon_dir(input_path):
+            dataset = read_unisrec_amazon(input_path, missing_category=missing_category)
+            return dataset if name is None else dataclasses.replace(dataset, name=name)
+        return read_recbole_dir(input_path, missing_category=missing_category, name=name)
+    from hiersrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
+
+    dataset = make_synthetic_shop(SyntheticShopConfig(seed=seed or 0))
+    return dataset if name is None else dataclasses.replace(dataset, name=name)
+
+
+def _print(payload: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(payload))
+        return
+    for key, value in payload.items():
+        typer.echo(f"{key}: {json.dumps(value) if isinstance(value, dict | list) else value}")
