@@ -78,8 +78,9 @@ def exit_status_for(error: HierSRecError) -> ExitStatus:
 
 def _register_commands() -> None:
     # Imported here so that each command file can import `app` helpers without cycles.
-    from hiersrec.cli import evaluate, recommend, serve
+    from hiersrec.cli import data, evaluate, recommend, serve
 
+    app.add_typer(data.app, name="data")
     app.command(name="evaluate")(evaluate.evaluate)
     app.command(name="recommend")(recommend.recommend)
     app.command(name="serve")(serve.serve)
