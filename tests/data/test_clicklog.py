@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from hiersrec.data.clicklog import ClickLogOptions, read_clicklog
+from hiersrec.data.readers import parse_times
 from hiersrec.errors import ConfigError, DataError
 
 # sid;pid;ts in file order. Hand-checked with min_item_support=2, consecutive duplicates dropped, test = the
@@ -186,3 +187,30 @@ def test_synthetic_log_round_trip_recovers_sessions(tmp_path, tiny_shop):
     decoded = [data.vocab.decode_items(s) for s in data.train.to_lists()]
     expected = [tiny_shop.vocab.decode_items(s) for s in train.to_lists()[: data.train.n_sessions]]
     assert decoded == expected
+
+
+def test_time_parsing_variants():
+    iso = pl.DataFrame(
+        {
+            "t": [
+                "2020-03-01T10:00:00",
+                "2020-03-01 10:00:00.5",
+                "2020-03-01",
+                "2020-03-01T12:00:00+02:00",
+                "2020-03-01T10:00:00Z",
+            ]
+        }
+    )
+    assert parse_times(iso, "t", "x.csv").to_list() == [
+        1583056800.0,
+        1583056800.5,
+        1583020800.0,
+        1583056800.0,
+        1583056800.0,
+    ]
+    custom = pl.DataFrame({"t": ["01/03/2020 10:00"]})
+    assert parse_times(custom, "t", "x.csv", fmt="%d/%m/%Y %H:%M").to_list() == [1583056800.0]
+    numbers = pl.DataFrame({"t": ["1583056800000", " 1583056800500"]})
+    assert parse_times(numbers, "t", "x.csv", unit="ms").to_list() == [1583056800.0, 1583056800.5]
+    with pytest.raises(DataError, match="x.parquet: row 2: column 't' has 'noon'"):
+        parse_times(pl.DataFrame({"t": ["2020-03-01", "noon"]}), "t", "x.parquet")

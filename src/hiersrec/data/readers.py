@@ -16,6 +16,14 @@ from hiersrec.data.storage import sha256_file
 from hiersrec.errors import DataError
 
 TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+# ISO 8601 variants read without a format option (fractional seconds optional).
+ISO_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S%.f%#z",
+    "%Y-%m-%d %H:%M:%S%.f%#z",
+    "%Y-%m-%d",
+)
 
 
 def read_table(path: str | Path, *, separator: str = ",") -> pl.DataFrame:
@@ -106,9 +114,7 @@ def parse_times(frame: pl.DataFrame, column: str, path: str | Path, *, unit: str
     as_number = text.cast(pl.Float64, strict=False)
     if fmt is None and as_number.null_count() == source.null_count():
         return as_number * TIME_UNITS[unit]
-    parsed = text.str.to_datetime(format=fmt, strict=False, time_unit="us")
-    if parsed.dtype.time_zone is not None:
-        parsed = parsed.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+    parsed = _parse_datetimes(text, fmt, path)
     hint = f"a datetime{f' in the format {fmt!r}' if fmt else ' (ISO 8601; pass a format option for others)'}"
     _raise_on_failures(source, parsed, column, path, hint + " or a number")
     return parsed.dt.epoch("us").cast(pl.Float64) * 1e-6
@@ -120,6 +126,21 @@ def file_provenance(paths: Sequence[Path]) -> dict[str, dict[str, object]]:
     for path in paths:
         described[str(Path(path).resolve())] = {"bytes": Path(path).stat().st_size, "sha256": sha256_file(path)}
     return described
+
+
+def _parse_datetimes(text: pl.Series, fmt: str | None, path: str | Path) -> pl.Series:
+    # Each format parses what it can (null elsewhere); the first that parses a value wins. Zoned times are
+    # converted to UTC, naive ones read as UTC.
+    parsed = []
+    for candidate in (fmt,) if fmt else ISO_FORMATS:
+        try:
+            times = text.str.to_datetime(format=candidate, strict=False, time_unit="us")
+        except pl.exceptions.ComputeError as error:
+            raise DataError(f"{path}: cannot parse times with the format {candidate!r} ({error})") from error
+        if times.dtype.time_zone is not None:
+            times = times.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+        parsed.append(times)
+    return pl.select(pl.coalesce(parsed)).to_series()
 
 
 def row_label(path: str | Path, index: int) -> str:
