@@ -146,7 +146,7 @@ def test_drop_unseen_items_then_refilter():
 
 def test_counts_and_empty_result_error():
     clicks = frame([("s", "a", 1), ("s", "b", 2), ("t", "a", 3)])
-    assert counts(clicks) == {"clicks": 3, "sessions": 2, "items": 2}
+    assert counts(clicks) == {"clicks": 3, "sessions": 2}
     with pytest.raises(DataError, match="no test session left after filtering; lower min support"):
         require_sessions(clicks.head(0), "test", "lower min support")
     with pytest.raises(DataError, match="no session left to split"):

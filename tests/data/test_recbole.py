@@ -133,6 +133,7 @@ def test_export_then_import_leave_one_out_layout(tmp_path):
     write_recbole(data, tmp_path / "toy", max_history=1)
     assert (tmp_path / "toy" / "toy.valid.inter").read_text() == HEADER + "0\tc\td\n1\ts\tt\n"
     back = read_recbole_dir(tmp_path / "toy")
+    assert open_dataset(tmp_path / "toy").test.to_lists() == back.test.to_lists()
     for split in ("train", "valid", "test"):
         assert decoded(back, getattr(back, split)) == decoded(data, getattr(data, split))
     broken = PreparedDataset(**{**data.__dict__, "valid": data.test})
