@@ -10,7 +10,7 @@ this file holds only that common machinery, vectorised over a whole batch of pre
    recent (session-rec's ``sampling="recent"``);
 3. `SessionIndex.expand`: one entry per (candidate pair, item of the candidate session), from which each
    model computes its own similarity and item weights with segment reductions;
-4. `top_k_per_row` and `dense_scores`: the ``k`` most similar candidates of each prefix and the (B, V)
+4. `top_k_mask` and `dense_scores`: the ``k`` most similar candidates of each prefix and the (B, V)
    score matrix summed from per-entry contributions.
 
 Training sessions are stored in recency order (by the timestamp of their last click, then by position in
@@ -213,15 +213,20 @@ class SessionIndex:
         )
 
 
-def top_k_per_row(rows: np.ndarray, similarity: np.ndarray, sessions: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` most similar candidates of each row, rows ascending, most similar first.
+def top_k_mask(rows: np.ndarray, similarity: np.ndarray, sessions: np.ndarray, k: int) -> np.ndarray:
+    """(P,) bool: whether each candidate is among the ``k`` most similar of its row.
 
     Ties in similarity go to the more recent session (session-rec leaves them to set iteration order).
+    Only rows with more than ``k`` candidates are sorted.
     """
-    order = np.lexsort((-sessions, -similarity, rows))
-    sorted_rows = rows[order]
-    row_start = np.searchsorted(sorted_rows, sorted_rows, side="left")
-    return order[np.arange(order.size) - row_start < k]
+    keep = np.ones(rows.size, dtype=bool)
+    crowded = np.flatnonzero(np.bincount(rows)[rows] > k) if rows.size else rows
+    if crowded.size:
+        order = crowded[np.lexsort((-sessions[crowded], -similarity[crowded], rows[crowded]))]
+        sorted_rows = rows[order]
+        rank = np.arange(order.size) - np.searchsorted(sorted_rows, sorted_rows, side="left")
+        keep[order[rank >= k]] = False
+    return keep
 
 
 def dense_scores(rows: np.ndarray, items: np.ndarray, values: np.ndarray, n_rows: int, n_columns: int) -> torch.Tensor:

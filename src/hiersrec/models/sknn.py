@@ -27,7 +27,7 @@ from hiersrec.data.batching import SessionBatch
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
 from hiersrec.models._hyperparams import check_choice, check_positive_int
-from hiersrec.models._session_index import PrefixQuery, SessionIndex, dense_scores, top_k_per_row
+from hiersrec.models._session_index import PrefixQuery, SessionIndex, dense_scores, top_k_mask
 from hiersrec.models.base import check_is_fitted
 
 SIMILARITIES = ("cosine", "jaccard")
@@ -72,7 +72,7 @@ class SKNN:
             similarity = n_shared / np.sqrt(prefix_size * session_size)
         else:
             similarity = n_shared / (prefix_size + session_size - n_shared)
-        top = top_k_per_row(rows, similarity, sessions, self.k)
+        top = np.flatnonzero(top_k_mask(rows, similarity, sessions, self.k))
         entries = self.index_.expand(sessions[top])
         return dense_scores(
             rows[top][entries.pair], entries.items, similarity[top][entries.pair], query.n_rows, self.index_.n_columns

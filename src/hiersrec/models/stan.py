@@ -35,7 +35,7 @@ from hiersrec.data.batching import SessionBatch
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
 from hiersrec.models._hyperparams import check_positive, check_positive_int
-from hiersrec.models._session_index import PrefixQuery, SessionIndex, dense_scores, top_k_per_row
+from hiersrec.models._session_index import PrefixQuery, SessionIndex, dense_scores, top_k_mask
 from hiersrec.models.base import check_is_fitted
 
 SECONDS_PER_DAY = 86_400.0
@@ -143,9 +143,7 @@ class STAN:
             age_days = (reference[rows] - index.session_time[sessions]) / SECONDS_PER_DAY
             similarity = similarity * exp_decay(age_days, self.lambda_snh)
 
-        neighbours = top_k_per_row(rows, similarity, sessions, self.k)
-        is_neighbour = np.zeros(sessions.size, dtype=bool)
-        is_neighbour[neighbours] = True
+        is_neighbour = top_k_mask(rows, similarity, sessions, self.k)
         last_shared_in_session = np.maximum.reduceat(np.where(shared, entries.positions, 0), entries.starts)
         keep = is_neighbour[entries.pair]
         pair = entries.pair[keep]

@@ -35,7 +35,7 @@ from hiersrec.data.batching import SessionBatch
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
 from hiersrec.models._hyperparams import check_choice, check_non_negative, check_positive_int
-from hiersrec.models._session_index import PrefixQuery, SessionIndex, dense_scores, top_k_per_row
+from hiersrec.models._session_index import PrefixQuery, SessionIndex, dense_scores, top_k_mask
 from hiersrec.models.base import check_is_fitted
 
 POSITION_WEIGHTS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
@@ -117,9 +117,9 @@ class VSKNN:
         step = query.lengths[rows] - np.maximum.reduceat(prefix_position, entries.starts) + 1
         neighbour_weight = similarity * SCORE_DECAYS[self.weighting_score](step)
 
-        positive = np.flatnonzero(similarity > 0)
+        positive = np.flatnonzero(similarity > 0)  # session-rec drops candidates of similarity 0
         is_neighbour = np.zeros(sessions.size, dtype=bool)
-        is_neighbour[positive[top_k_per_row(rows[positive], similarity[positive], sessions[positive], self.k)]] = True
+        is_neighbour[positive[top_k_mask(rows[positive], similarity[positive], sessions[positive], self.k)]] = True
         keep = is_neighbour[entries.pair]
         items = entries.items[keep]
         values = neighbour_weight[entries.pair[keep]] * self.item_boost_[items]
