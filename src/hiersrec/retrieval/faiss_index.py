@@ -49,6 +49,7 @@ class FaissIndex:
         hnsw_m: int = 32,
         ef_construction: int = 80,
         ef_search: int = 64,
+        train_per_list: int = 256,
         seed: int = 0,
     ) -> None:
         """Build the index.
@@ -56,12 +57,13 @@ class FaissIndex:
         Args:
             item_embeddings: (V, D) item output embeddings, row 0 = padding.
             kind: ``"flat"``, ``"ivf"`` or ``"hnsw"``.
-            n_lists: IVF cells (default ``4 * sqrt(n_items)``).
+            n_lists: IVF cells (default ``sqrt(n_items)``).
             n_probe: IVF cells searched per query.
             hnsw_m: HNSW links per node.
             ef_construction: HNSW build-time beam width.
             ef_search: HNSW search-time beam width.
-            seed: seed of the IVF k-means.
+            train_per_list: IVF k-means trains on at most this many sampled items per cell.
+            seed: seed of the IVF k-means and its sample.
         """
         faiss = _import_faiss()
         vectors = np.ascontiguousarray(item_embeddings[1:].detach().float().numpy())
@@ -70,9 +72,10 @@ class FaissIndex:
         if kind == "flat":
             self.index = faiss.IndexFlatIP(dim)
         elif kind == "ivf":
-            n_lists = n_lists or max(1, int(4 * np.sqrt(n_items)))
+            n_lists = n_lists or max(1, int(np.sqrt(n_items)))
             self.index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, n_lists, faiss.METRIC_INNER_PRODUCT)
             self.index.cp.seed = seed
+            self.index.cp.max_points_per_centroid = train_per_list
             self.index.train(vectors)
         elif kind == "hnsw":
             self.index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)

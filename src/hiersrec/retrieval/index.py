@@ -38,18 +38,10 @@ def top_k(scores: torch.Tensor, k: int, ids: torch.Tensor | None = None) -> tupl
         (tensor([[1, 0]]), tensor([[0.9000, 0.5000]]))
     """
     n_rows, n_columns = scores.shape
-    k = min(k, n_columns)
     if ids is None:
         ids = torch.arange(n_columns)
     ids = ids.expand(n_rows, n_columns)
-    values, columns = torch.topk(scores, k, dim=1)
-    if k and n_columns > k:
-        straddling = (scores >= values[:, -1:]).sum(dim=1) > k  # more entries tie at the cut than fit
-        if straddling.any():
-            rows = straddling.nonzero().squeeze(1)
-            by_id = torch.argsort(ids[rows], dim=1, stable=True)
-            best = torch.argsort(scores[rows].gather(1, by_id), dim=1, descending=True, stable=True)[:, :k]
-            columns[rows] = by_id.gather(1, best)
+    columns = top_columns(scores, k, ids)
     top_ids, values = ids.gather(1, columns), scores.gather(1, columns)
     # Order equal scores inside the top k by id: sort by id, then stably by score.
     by_id = torch.argsort(top_ids, dim=1, stable=True)
@@ -58,14 +50,36 @@ def top_k(scores: torch.Tensor, k: int, ids: torch.Tensor | None = None) -> tupl
     return top_ids.gather(1, by_score), values.gather(1, by_score)
 
 
+def top_columns(scores: torch.Tensor, k: int, ids: torch.Tensor) -> torch.Tensor:
+    """(B, min(k, N)) columns of the ``k`` best entries of each row, in no particular order.
+
+    The set is the same as `top_k`'s: among equal scores at the cut, the lowest ``ids`` (B, N) are kept.
+    """
+    n_columns = scores.shape[1]
+    k = min(k, n_columns)
+    values, columns = torch.topk(scores, k, dim=1, sorted=False)
+    if k and n_columns > k:
+        cut = values.min(dim=1, keepdim=True).values
+        straddling = (scores >= cut).sum(dim=1) > k  # more entries tie at the cut than fit
+        if straddling.any():
+            rows = straddling.nonzero().squeeze(1)
+            by_id = torch.argsort(ids[rows], dim=1, stable=True)
+            best = torch.argsort(scores[rows].gather(1, by_id), dim=1, descending=True, stable=True)[:, :k]
+            columns[rows] = by_id.gather(1, best)
+    return columns
+
+
 def mask_excluded(item_idx: torch.Tensor, scores: torch.Tensor, exclude: torch.Tensor | None) -> torch.Tensor:
     """``scores`` with ``-inf`` wherever ``item_idx`` (B, N) is one of the row's ``exclude`` (B, E) items.
 
-    ``exclude`` is padded with 0; padding is never a result, so matching it is harmless.
+    ``exclude`` is padded with 0, which never matches: padding is not a result.
     """
-    if exclude is None or exclude.numel() == 0:
+    if exclude is None or item_idx.numel() == 0 or not (exclude > 0).any():
         return scores
-    hit = (item_idx.unsqueeze(2) == exclude.unsqueeze(1)).any(dim=2)
+    # Offset each row's ids by row * stride so that one isin call matches rows separately.
+    stride = int(max(item_idx.max(), exclude.max())) + 1
+    row_offset = torch.arange(item_idx.shape[0]).unsqueeze(1) * stride
+    hit = torch.isin(item_idx.long() + row_offset, (exclude + row_offset)[exclude > 0])
     return scores.masked_fill(hit, NEG_INF)
 
 
@@ -101,10 +115,10 @@ class ExactIndex:
 class CategoryIndex:
     """Exact scores of the items of chosen categories only, read as contiguous slices of the item matrix.
 
-    The item matrix is permuted once (`CategoryLayout`) so that each category is a contiguous block. A
-    batch is scored category by category: each chosen category's block is multiplied with the queries of the
-    rows that chose it, so every block is read once per batch, and each row keeps its best ``k`` per block
-    before a final merge. A single query merges runs of adjacent chosen categories into one slice.
+    The item matrix is permuted once (`CategoryLayout`) so that each category is a contiguous block. A single
+    query reads runs of adjacent chosen categories as one slice each and ranks all its candidates. A batch is
+    scored category by category: a chosen category's block is read once and multiplied with the queries of
+    every row that chose it; each row keeps its best ``k`` per block before a final merge.
 
     Example:
         >>> index = CategoryIndex.from_catalog(torch.randn(38, 16), catalog)  # doctest: +SKIP
@@ -117,7 +131,11 @@ class CategoryIndex:
         assert item_embeddings.shape[0] == layout.n_items + 1, "embeddings and layout disagree on the item count"
         self.layout = layout
         order = torch.from_numpy(layout.order)
-        self.embeddings = item_embeddings.detach().float()[order].contiguous()  # (N, D) permuted
+        embeddings = item_embeddings.detach().float()
+        if np.array_equal(layout.order, np.arange(1, layout.n_items + 1)):
+            self.embeddings = embeddings[1:].contiguous()  # already laid out by category: no copy
+        else:
+            self.embeddings = embeddings[order].contiguous()  # (N, D) permuted
         self.order = order  # (N,) item_idx at each permuted position
         self.starts = torch.from_numpy(layout.starts)
         self.sizes = torch.from_numpy(layout.sizes)
@@ -164,48 +182,57 @@ class CategoryIndex:
             eligible candidates.
         """
         queries = queries.float()
-        # An excluded item can occupy one of the best slots of its block: fetch that many more per block.
-        fetch = k if exclude is None or exclude.numel() == 0 else k + int((exclude > 0).sum(dim=1).max())
         if queries.shape[0] == 1:
-            ids, values = self._search_one(queries[0], fetch, selected[0])
+            ids, scores = self._candidates_one(queries[0], selected[0])
         else:
-            ids, values = self._search_grouped(queries, fetch, selected)
-        values = mask_excluded(ids, values, exclude)
-        ids, values = top_k(values, k, ids)
+            ids, scores = self._best_per_category(queries, selected, k + _max_excluded(exclude))
+        ids, values = top_k(mask_excluded(ids, scores, exclude), k, ids)
         return _trim(ids, values, k, self.n_items)
 
-    def _search_one(self, query: torch.Tensor, fetch: int, selected: torch.Tensor):
-        # Consecutive category indices are adjacent in the layout, so runs of them form one slice.
+    def _candidates_one(self, query: torch.Tensor, selected: torch.Tensor):
+        # All candidate scores of one query. Consecutive category indices are adjacent in the layout, so a
+        # run of them is read as one slice.
         categories = selected.nonzero().squeeze(1).numpy()
         if categories.size == 0:
             return torch.zeros((1, 0), dtype=torch.int64), torch.zeros((1, 0))
         breaks = np.flatnonzero(np.diff(categories) != 1) + 1
         firsts = categories[np.concatenate([[0], breaks])]
         lasts = categories[np.concatenate([breaks - 1, [categories.size - 1]])]
-        starts = self.layout.starts[firsts]
-        ends = self.layout.starts[lasts] + self.layout.sizes[lasts]
-        scores = torch.cat([self.embeddings[s:e] @ query for s, e in zip(starts, ends, strict=True)])
-        positions = torch.from_numpy(np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)]))
-        return self.order[positions].unsqueeze(0), scores.unsqueeze(0)
+        slices = [
+            slice(int(self.starts[first]), int(self.starts[last] + self.sizes[last]))
+            for first, last in zip(firsts, lasts, strict=True)
+        ]
+        scores = torch.cat([torch.mv(self.embeddings[part], query) for part in slices])
+        ids = torch.cat([self.order[part] for part in slices])
+        return ids.unsqueeze(0), scores.unsqueeze(0)
 
-    def _search_grouped(self, queries: torch.Tensor, fetch: int, selected: torch.Tensor):
-        # Row r's best `fetch` of its j-th chosen category (in category order) land in slots j*fetch...
+    def _best_per_category(self, queries: torch.Tensor, selected: torch.Tensor, fetch: int):
+        # Each chosen category's block is read once and multiplied with the queries of every row choosing it;
+        # each row keeps its best `fetch` of the block (ties by item_idx, which follows the block's columns),
+        # stored in slots j * fetch... for its j-th chosen category. The caller merges the slots.
         n_rows = queries.shape[0]
         slot = selected.cumsum(dim=1) - 1  # (B, C)
         width = int(selected.sum(dim=1).max()) * fetch if n_rows else 0
         scores = torch.full((n_rows, width), NEG_INF)
         ids = torch.zeros((n_rows, width), dtype=torch.int64)
-        within = torch.arange(fetch)
         for category in selected.any(dim=0).nonzero().squeeze(1).tolist():
-            rows = selected[:, category].nonzero().squeeze(1)
+            rows = selected[:, category].nonzero()  # (b, 1)
             start, size = int(self.starts[category]), int(self.sizes[category])
-            block = queries[rows] @ self.embeddings[start : start + size].T  # (b, size)
-            # Within a category, permuted positions follow item_idx, so column ties break by item_idx.
-            positions, values = top_k(block, fetch)
-            columns = slot[rows, category].unsqueeze(1) * fetch + within[: values.shape[1]]
-            scores[rows.unsqueeze(1), columns] = values
-            ids[rows.unsqueeze(1), columns] = self.order[start + positions]
+            block = queries[rows[:, 0]] @ self.embeddings[start : start + size].T  # (b, size)
+            if size > fetch:
+                best = top_columns(block, fetch, torch.arange(size))  # (b, fetch)
+                block = block.gather(1, best)
+            else:
+                best = torch.arange(size).expand(block.shape)
+            columns = slot[rows, category] * fetch + torch.arange(block.shape[1])
+            scores[rows, columns] = block
+            ids[rows, columns] = self.order[start + best]
         return ids, scores
+
+
+def _max_excluded(exclude: torch.Tensor | None) -> int:
+    # An excluded item can hold one of a block's best slots: fetch that many more per block.
+    return 0 if exclude is None or exclude.numel() == 0 else int((exclude > 0).sum(dim=1).max())
 
 
 def _trim(ids: torch.Tensor, values: torch.Tensor, k: int, n_items: int) -> tuple[torch.Tensor, torch.Tensor]:
