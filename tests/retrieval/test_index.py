@@ -48,6 +48,17 @@ def test_top_k_all_tied_gives_lowest_ids():
     assert top_k(torch.zeros(1, 1000), 4)[0].tolist() == [[0, 1, 2, 3]]
 
 
+@pytest.mark.parametrize("strategy", ["blocks", "dense"])
+def test_candidate_ties_break_by_item_index_like_exact(strategy):
+    # Every score tied: a batch over all categories returns the lowest item indices, as ExactIndex does.
+    item_category = np.array([0, 2, 1, 2, 1, 2, 1, 2])
+    index = CategoryIndex(torch.ones(8, 4), CategoryLayout.from_item_category(item_category, 2))
+    everything = torch.ones(3, 3, dtype=torch.bool)
+    ids, _ = index.search(torch.ones(3, 4), 3, selected=everything, strategy=strategy)
+    assert ids.tolist() == [[1, 2, 3]] * 3 == ExactIndex(torch.ones(8, 4)).search(torch.ones(3, 4), 3)[0].tolist()
+    assert index.search(torch.ones(1, 4), 3, selected=everything[:1])[0].tolist() == [[1, 2, 3]]
+
+
 def test_exact_index_equals_a_full_sort_and_honours_exclusions(world):
     item_category, embeddings, queries, _ = world
     everything = torch.ones(9, N_CATEGORIES + 1, dtype=torch.bool)
@@ -70,8 +81,8 @@ def test_full_budget_equals_exact_ranking(world):
     index = CategoryIndex(embeddings, CategoryLayout.from_item_category(item_category, N_CATEGORIES))
     selected = select_categories(category_scores, index.sizes, CandidateBudget(fraction=1.0))
     assert selected[:, 1:].all()
-    for rows in (slice(0, 9), slice(4, 5)):  # the grouped batch path and the one-session path
-        got_ids, got_scores = index.search(queries[rows], 20, selected=selected[rows])
+    for rows, strategy in [(slice(0, 9), "blocks"), (slice(0, 9), "dense"), (slice(4, 5), "auto")]:
+        got_ids, got_scores = index.search(queries[rows], 20, selected=selected[rows], strategy=strategy)
         ref_ids, ref_scores = ExactIndex(embeddings).search(queries[rows], 20)
         assert torch.equal(got_ids, ref_ids)
         torch.testing.assert_close(got_scores, ref_scores)
@@ -79,12 +90,13 @@ def test_full_budget_equals_exact_ranking(world):
 
 @pytest.mark.parametrize("budget", ["10%", "30%", "category:1", "category:2"])
 @pytest.mark.parametrize("with_exclusions", [False, True])
-def test_contiguous_layout_equals_a_naive_gather(world, budget, with_exclusions):
+@pytest.mark.parametrize("strategy", ["blocks", "dense"])
+def test_contiguous_layout_equals_a_naive_gather(world, budget, with_exclusions, strategy):
     item_category, embeddings, queries, category_scores = world
     index = CategoryIndex(embeddings, CategoryLayout.from_item_category(item_category, N_CATEGORIES))
     selected = select_categories(category_scores, index.sizes, CandidateBudget.parse(budget))
     exclude = torch.tensor([[1, 2, 3, 4, 5, 0]] * 9) if with_exclusions else None
-    ids, scores = index.search(queries, 8, selected=selected, exclude=exclude)
+    ids, scores = index.search(queries, 8, selected=selected, exclude=exclude, strategy=strategy)
     for row, (ref_ids, ref_scores) in enumerate(_naive(embeddings, item_category, queries, selected, 8, exclude)):
         n = len(ref_ids)
         assert ids[row, :n].tolist() == ref_ids
@@ -115,10 +127,11 @@ def test_candidate_index_matches_masked_full_scores(world):
     )
 
 
-def test_no_category_chosen_gives_only_padding(world):
+@pytest.mark.parametrize("strategy", ["blocks", "dense"])
+def test_no_category_chosen_gives_only_padding(world, strategy):
     item_category, embeddings, queries, _ = world
     index = CategoryIndex(embeddings, CategoryLayout.from_item_category(item_category, N_CATEGORIES))
     nothing = torch.zeros(2, N_CATEGORIES + 1, dtype=torch.bool)
     for rows in (slice(0, 2), slice(0, 1)):
-        ids, scores = index.search(queries[rows], 4, selected=nothing[rows])
+        ids, scores = index.search(queries[rows], 4, selected=nothing[rows], strategy=strategy)
         assert ids.eq(0).all() and scores.eq(NEG).all() and ids.shape[1] == 4

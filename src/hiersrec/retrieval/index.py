@@ -8,7 +8,7 @@ than ``k'`` eligible items are padded with item 0 (padding) and score ``-inf``; 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -17,6 +17,9 @@ from hiersrec.data.catalog import ItemCatalog
 from hiersrec.retrieval.category import CategoryLayout
 
 NEG_INF = float("-inf")
+# Fixed cost of scoring one category block in a batch (Python and kernel launch overhead), in multiply-adds:
+# about 100 us on the 2-core reference machine. Only used to choose between two strategies with equal results.
+PER_CATEGORY_COST = 1_000_000
 
 
 def top_k(scores: torch.Tensor, k: int, ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,19 +56,20 @@ def top_k(scores: torch.Tensor, k: int, ids: torch.Tensor | None = None) -> tupl
 def top_columns(scores: torch.Tensor, k: int, ids: torch.Tensor) -> torch.Tensor:
     """(B, min(k, N)) columns of the ``k`` best entries of each row, in no particular order.
 
-    The set is the same as `top_k`'s: among equal scores at the cut, the lowest ``ids`` (B, N) are kept.
+    The set is the same as `top_k`'s: among equal scores at the cut, the lowest ``ids`` ((B, N) or (N,)) are kept.
     """
-    n_columns = scores.shape[1]
-    k = min(k, n_columns)
-    values, columns = torch.topk(scores, k, dim=1, sorted=False)
-    if k and n_columns > k:
-        cut = values.min(dim=1, keepdim=True).values
-        straddling = (scores >= cut).sum(dim=1) > k  # more entries tie at the cut than fit
-        if straddling.any():
-            rows = straddling.nonzero().squeeze(1)
-            by_id = torch.argsort(ids[rows], dim=1, stable=True)
-            best = torch.argsort(scores[rows].gather(1, by_id), dim=1, descending=True, stable=True)[:, :k]
-            columns[rows] = by_id.gather(1, best)
+    n_rows, n_columns = scores.shape
+    ids = ids.expand(n_rows, n_columns)
+    if k >= n_columns:
+        return torch.arange(n_columns).expand(n_rows, n_columns)
+    values, columns = torch.topk(scores, k + 1, dim=1)
+    straddling = values[:, k - 1] == values[:, k]  # a tie at the cut: more entries deserve the last place
+    columns = columns[:, :k]
+    if straddling.any():
+        rows = straddling.nonzero().squeeze(1)
+        by_id = torch.argsort(ids[rows], dim=1, stable=True)
+        best = torch.argsort(scores[rows].gather(1, by_id), dim=1, descending=True, stable=True)[:, :k]
+        columns[rows] = by_id.gather(1, best)
     return columns
 
 
@@ -139,6 +143,9 @@ class CategoryIndex:
         self.order = order  # (N,) item_idx at each permuted position
         self.starts = torch.from_numpy(layout.starts)
         self.sizes = torch.from_numpy(layout.sizes)
+        self._starts, self._sizes = layout.starts.tolist(), layout.sizes.tolist()  # Python ints for the loop
+        self._positions = torch.arange(int(layout.sizes.max(initial=0)))
+        self._position_category = torch.repeat_interleave(torch.arange(self.sizes.numel()), self.sizes)  # (N,)
 
     @classmethod
     def from_catalog(cls, item_embeddings: torch.Tensor, catalog: ItemCatalog) -> CategoryIndex:
@@ -168,6 +175,7 @@ class CategoryIndex:
         *,
         selected: torch.Tensor,
         exclude: torch.Tensor | None = None,
+        strategy: Literal["auto", "blocks", "dense"] = "auto",
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-``k`` items of each query among the items of its chosen categories.
 
@@ -176,6 +184,9 @@ class CategoryIndex:
             k: items wanted per row.
             selected: (B, C) bool chosen categories (`hiersrec.retrieval.category.select_categories`).
             exclude: optional (B, E) item indices never to return (0-padded).
+            strategy: for a batch, ``"blocks"`` scores the chosen category blocks only; ``"dense"`` scores
+                every item in one matrix product and masks the others, cheaper when categories are small and
+                many (each block has a fixed cost); ``"auto"`` picks the cheaper. Results are the same.
 
         Returns:
             (item_idx (B, k'), scores (B, k')), padded with item 0 and ``-inf`` where a row has fewer
@@ -184,6 +195,8 @@ class CategoryIndex:
         queries = queries.float()
         if queries.shape[0] == 1:
             ids, scores = self._candidates_one(queries[0], selected[0])
+        elif strategy == "dense" or (strategy == "auto" and self._dense_is_cheaper(selected, queries.shape[1])):
+            ids, scores = self._dense(queries, selected)
         else:
             ids, scores = self._best_per_category(queries, selected, k + _max_excluded(exclude))
         ids, values = top_k(mask_excluded(ids, scores, exclude), k, ids)
@@ -206,28 +219,48 @@ class CategoryIndex:
         ids = torch.cat([self.order[part] for part in slices])
         return ids.unsqueeze(0), scores.unsqueeze(0)
 
+    def _dense_is_cheaper(self, selected: torch.Tensor, dim: int) -> bool:
+        # Multiply-adds of each strategy, plus the fixed cost of each distinct block.
+        blocks = (
+            int((selected.sum(dim=0) * self.sizes).sum()) * dim + int(selected.any(dim=0).sum()) * PER_CATEGORY_COST
+        )
+        return selected.shape[0] * self.n_items * dim < blocks
+
+    def _dense(self, queries: torch.Tensor, selected: torch.Tensor):
+        scores = queries @ self.embeddings.T  # (B, N) every item, in layout order
+        scores.masked_fill_(~selected[:, self._position_category], NEG_INF)
+        return self.order.expand(scores.shape), scores
+
     def _best_per_category(self, queries: torch.Tensor, selected: torch.Tensor, fetch: int):
         # Each chosen category's block is read once and multiplied with the queries of every row choosing it;
-        # each row keeps its best `fetch` of the block (ties by item_idx, which follows the block's columns),
-        # stored in slots j * fetch... for its j-th chosen category. The caller merges the slots.
-        n_rows = queries.shape[0]
-        slot = selected.cumsum(dim=1) - 1  # (B, C)
-        width = int(selected.sum(dim=1).max()) * fetch if n_rows else 0
-        scores = torch.full((n_rows, width), NEG_INF)
-        ids = torch.zeros((n_rows, width), dtype=torch.int64)
-        for category in selected.any(dim=0).nonzero().squeeze(1).tolist():
-            rows = selected[:, category].nonzero()  # (b, 1)
-            start, size = int(self.starts[category]), int(self.sizes[category])
-            block = queries[rows[:, 0]] @ self.embeddings[start : start + size].T  # (b, size)
+        # each row keeps the block's best `fetch` (ties by item_idx, which follows the block's columns).
+        pairs = selected.T.nonzero()  # (P, 2) (category, row), grouped by category
+        categories, counts = torch.unique_consecutive(pairs[:, 0], return_counts=True)
+        rows_out, scores_out, ids_out = [], [], []
+        for category, rows in zip(categories.tolist(), pairs[:, 1].split(counts.tolist()), strict=True):
+            start, size = self._starts[category], self._sizes[category]
+            block = queries[rows] @ self.embeddings[start : start + size].T  # (b, size)
+            columns = top_columns(block, fetch, self._positions[:size])
             if size > fetch:
-                best = top_columns(block, fetch, torch.arange(size))  # (b, fetch)
-                block = block.gather(1, best)
-            else:
-                best = torch.arange(size).expand(block.shape)
-            columns = slot[rows, category] * fetch + torch.arange(block.shape[1])
-            scores[rows, columns] = block
-            ids[rows, columns] = self.order[start + best]
-        return ids, scores
+                block = block.gather(1, columns)
+            rows_out.append(rows.unsqueeze(1).expand(block.shape).reshape(-1))
+            scores_out.append(block.reshape(-1))
+            ids_out.append(self.order[start + columns].reshape(-1))
+        return _per_row(queries.shape[0], rows_out, ids_out, scores_out)
+
+
+def _per_row(n_rows: int, rows: list[torch.Tensor], ids: list[torch.Tensor], scores: list[torch.Tensor]):
+    # Flat (row, id, score) entries -> (B, W) id and score buffers, padded with (0, -inf).
+    if not rows:
+        return torch.zeros((n_rows, 0), dtype=torch.int64), torch.zeros((n_rows, 0))
+    row, order = torch.sort(torch.cat(rows), stable=True)
+    counts = torch.bincount(row, minlength=n_rows)
+    column = torch.arange(row.numel()) - (counts.cumsum(0) - counts)[row]
+    id_buffer = torch.zeros((n_rows, int(counts.max())), dtype=torch.int64)
+    score_buffer = torch.full((n_rows, int(counts.max())), NEG_INF)
+    id_buffer[row, column] = torch.cat(ids)[order]
+    score_buffer[row, column] = torch.cat(scores)[order]
+    return id_buffer, score_buffer
 
 
 def _max_excluded(exclude: torch.Tensor | None) -> int:
