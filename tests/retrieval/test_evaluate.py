@@ -51,11 +51,13 @@ def test_hand_computed_budgets():
     assert full.metrics["mrr@20"] == pytest.approx((1 / 3 + 1 / 5 + 1 / 2) / 3)
     # A target outside the candidates is a miss even though k exceeds the catalogue (6 items).
     assert one.candidate_recall == pytest.approx(2 / 3)
+    assert one.top_overlap == pytest.approx(2 / 6)  # the full top 20 is all 6 items; 2 of them are candidates
     assert one.metrics["hr@20"] == pytest.approx(2 / 3)
     assert one.metrics["mrr@20"] == pytest.approx((0 + 1 + 1 / 2) / 3)
     assert one.relative["mrr@20"] == pytest.approx(0.5 / full.metrics["mrr@20"])
     assert one.mean_candidate_fraction == pytest.approx(1 / 3) and one.mean_categories == pytest.approx(1.0)
     assert everything.metrics == pytest.approx(full.metrics) and everything.candidate_recall == 1.0
+    assert everything.top_overlap == pytest.approx(1.0)
     assert one.batch_ms_per_case is None and one.single_ms_p50 is None  # no query model: nothing timed
 
 
@@ -72,6 +74,7 @@ def test_full_budget_reproduces_the_evaluator(tiny_shop, query_model):
     last = report.budgets[-1]
     assert last.budget == "100%" and last.metrics == pytest.approx(report.full.metrics)
     assert last.candidate_recall == 1.0 and last.mean_candidate_fraction == pytest.approx(1.0)
+    assert last.top_overlap == pytest.approx(1.0) and 0.0 < report.budgets[0].top_overlap < 1.0
     recalls = [row.candidate_recall for row in report.budgets]
     fractions = [row.mean_candidate_fraction for row in report.budgets]
     assert recalls == sorted(recalls) and fractions == sorted(fractions)

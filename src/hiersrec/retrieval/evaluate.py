@@ -28,7 +28,7 @@ from hiersrec.data.sessions import SessionData
 from hiersrec.eval.metrics import RANK_METRICS, TiePolicy, target_ranks
 from hiersrec.eval.protocol import describe_model
 from hiersrec.retrieval.category import CandidateBudget, CategoryLayout, candidate_mask, select_categories
-from hiersrec.retrieval.index import CategoryIndex, ExactIndex
+from hiersrec.retrieval.index import CategoryIndex, ExactIndex, top_k
 
 DEFAULT_BUDGETS: tuple[str, ...] = ("1%", "2%", "4%", "8%", "16%", "100%")
 
@@ -40,6 +40,8 @@ class BudgetResult:
     Attributes:
         budget: the budget's label (``"4%"``, ``"5 categories"``).
         candidate_recall: share of cases whose target is among the candidates.
+        top_overlap: share of the full ranking's top ``k`` items that the candidate ranking also puts in its
+            top ``k`` (the "recall of the exact top k" of approximate-search benchmarks).
         metrics: ``"hr@20"``, ``"mrr@20"``, ``"ndcg@20"`` with candidates only.
         relative: each metric divided by its full-ranking value (1.0 = nothing lost).
         mean_candidate_fraction: mean share of the catalogue ranked.
@@ -51,6 +53,7 @@ class BudgetResult:
 
     budget: str
     candidate_recall: float
+    top_overlap: float
     metrics: dict[str, float]
     relative: dict[str, float]
     mean_candidate_fraction: float
@@ -165,13 +168,17 @@ def evaluate_candidates(
             category_scores = model.score_categories(batch).float()  # (B, C)
             rows = torch.arange(len(batch))
             _add_ranks(sums["full"], target_ranks(scores, batch.target_items, ties), k)
+            full_ids, full_scores = top_k(scores, k)  # (B, k)
             for budget, label in zip(parsed, labels[1:], strict=True):
                 selected = select_categories(category_scores, sizes, budget)
                 candidates = candidate_mask(selected, item_category)  # (B, V)
                 inside = candidates[rows, batch.target_items]
-                ranks = target_ranks(scores.masked_fill(~candidates, float("-inf")), batch.target_items, ties)
-                _add_ranks(sums[label], torch.where(inside, ranks, float("inf")), k)
+                masked = scores.masked_fill(~candidates, float("-inf"))
+                _add_ranks(
+                    sums[label], torch.where(inside, target_ranks(masked, batch.target_items, ties), torch.inf), k
+                )
                 sums[label].add("recall", inside)
+                sums[label].add("overlap", _overlap(masked, full_ids, full_scores, k))
                 sums[label].add("fraction", candidates.sum(dim=1) / catalog.n_items)
                 sums[label].add("categories", selected.sum(dim=1))
             if indexes is not None:
@@ -202,6 +209,15 @@ def _indexes(model: Any, catalog: ItemCatalog) -> tuple[ExactIndex, CategoryInde
     with torch.inference_mode():
         embeddings = model.item_output_embeddings().detach().float().clone()
     return ExactIndex(embeddings), CategoryIndex.from_catalog(embeddings, catalog)
+
+
+def _overlap(masked: torch.Tensor, full_ids: torch.Tensor, full_scores: torch.Tensor, k: int) -> torch.Tensor:
+    # (B,) share of the full ranking's top-k (real items only) that the candidates' top-k also holds.
+    ids, values = top_k(masked, k)
+    full_real = full_scores > float("-inf")  # (B, k)
+    match = (ids.unsqueeze(2) == full_ids.unsqueeze(1)) & full_real.unsqueeze(1)  # (B, k, k)
+    found = match.any(dim=2) & (values > float("-inf"))
+    return found.sum(dim=1) / full_real.sum(dim=1).clamp(min=1)
 
 
 def _add_ranks(sums: _Sums, ranks: torch.Tensor, k: int) -> None:
@@ -240,6 +256,7 @@ def _result(label: str, all_sums: dict[str, _Sums], n_cases: int, n_categories: 
     return BudgetResult(
         budget=label,
         candidate_recall=1.0 if is_full else sums.mean("recall", n_cases),
+        top_overlap=1.0 if is_full else sums.mean("overlap", n_cases),
         metrics=metrics,
         relative=relative,
         mean_candidate_fraction=1.0 if is_full else sums.mean("fraction", n_cases),
@@ -254,7 +271,7 @@ def format_candidate_table(report: CandidateReport) -> str:
     """A fixed-width text table: one row per budget after the full-ranking row (metrics in percent)."""
     keys = [f"hr@{report.k}", f"mrr@{report.k}"]
     header = (
-        f"{'budget':>14}  {'recall':>7}  {'items%':>7}  {'cats':>6}  "
+        f"{'budget':>14}  {'recall':>7}  {'top' + str(report.k):>7}  {'items%':>7}  {'cats':>6}  "
         + "  ".join(f"{key:>8}  {'rel':>6}" for key in keys)
         + f"  {'ms/case':>8}  {'1-sess p50':>10}"
     )
@@ -264,12 +281,14 @@ def format_candidate_table(report: CandidateReport) -> str:
         batch = "-" if row.batch_ms_per_case is None else f"{row.batch_ms_per_case:.4f}"
         single = "-" if row.single_ms_p50 is None else f"{row.single_ms_p50:.3f}"
         lines.append(
-            f"{row.budget:>14}  {100 * row.candidate_recall:>6.2f}%  {100 * row.mean_candidate_fraction:>6.2f}%  "
+            f"{row.budget:>14}  {100 * row.candidate_recall:>6.2f}%  {100 * row.top_overlap:>6.2f}%  "
+            f"{100 * row.mean_candidate_fraction:>6.2f}%  "
             f"{row.mean_categories:>6.1f}  {cells}  {batch:>8}  {single:>10}"
         )
     lines.append(
         f"protocol={report.protocol} ties={report.ties} cases={report.n_cases} items={report.n_items} "
-        f"categories={report.n_categories} (rel = share of the full-ranking value; a target outside the "
+        f"categories={report.n_categories} (recall = target among the candidates; top{report.k} = share of the "
+        f"full ranking's top {report.k} kept; rel = share of the full-ranking value; a target outside the "
         "candidates is a miss)"
     )
     return "\n".join(lines)
