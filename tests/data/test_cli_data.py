@@ -87,11 +87,6 @@ def test_option_of_another_source_exits_4(capsys, tmp_path):
     assert code == ExitStatus.CONFIG_ERROR and "--input" in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hiersrec.cli.main catches click.exceptions, but typer 0.29 raises its vendored typer._click "
-    "exceptions, so usage errors escape with exit 1 (reported to the lead; remove this mark once fixed)",
-)
 def test_unknown_source_is_a_usage_error(capsys, tmp_path):
     code, _, _ = run(capsys, "prepare", "--source", "csv", "--out", str(tmp_path / "o"))
     assert code == ExitStatus.USAGE

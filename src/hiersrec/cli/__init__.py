@@ -34,7 +34,6 @@ class ExitStatus(enum.IntEnum):
     ARTIFACT_ERROR = 5
     TRAINING_DIVERGED = 6
     NOT_FITTED = 7
-    INTERRUPTED = 130
 
 
 _EXIT_BY_ERROR: tuple[tuple[type[HierSRecError], ExitStatus], ...] = (
@@ -90,26 +89,15 @@ _register_commands()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``hiersrec`` console script."""
+    """Entry point of the ``hiersrec`` console script.
+
+    Usage errors, ``--help`` and Ctrl-C are handled by typer's standalone mode (exit 2, 0, 1); library errors
+    become one line on stderr and their `ExitStatus`.
+    """
     try:
-        status = app(args=argv, standalone_mode=False)
-        sys.exit(status if isinstance(status, int) else ExitStatus.OK)
+        app(args=argv, prog_name="hiersrec")
     except HierSRecError as error:
         if _state["traceback"]:
             raise
         typer.echo(f"error: {error}", err=True)
         sys.exit(exit_status_for(error))
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(ExitStatus.INTERRUPTED)
-    except Exception as error:  # click's own usage errors carry their exit code
-        import click
-
-        if isinstance(error, click.exceptions.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        if isinstance(error, click.exceptions.Exit):
-            sys.exit(error.exit_code)
-        if isinstance(error, click.exceptions.Abort):
-            sys.exit(ExitStatus.INTERRUPTED)
-        raise

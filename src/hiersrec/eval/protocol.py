@@ -150,7 +150,8 @@ def format_table(reports: dict[str, EvalReport], keys: Sequence[str] | None = No
     if not reports:
         return "(no results)"
     first = next(iter(reports.values()))
-    keys = list(keys) if keys is not None else list(first.metrics)
+    if keys is None:
+        keys = sorted({key for report in reports.values() for key in report.metrics}, key=_metric_order)
     width = max(8, *(len(name) for name in reports))
     header = f"{'model':<{width}}  " + "  ".join(f"{k:>9}" for k in keys) + "  seconds"
     lines = [header, "-" * len(header)]

@@ -1,0 +1,160 @@
+"""``hiersrec evaluate``: full-ranking evaluation of baselines or a trained run on a dataset's test split."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hiersrec.data.prepared import PreparedDataset
+from hiersrec.data.storage import open_dataset
+from hiersrec.errors import ArtifactError, ConfigError
+from hiersrec.eval.protocol import DEFAULT_KS, PROTOCOLS, EvalReport, format_table
+from hiersrec.eval.protocol import evaluate as run_evaluation
+from hiersrec.provenance import provenance
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate(
+    run: Annotated[
+        Path | None, typer.Argument(help="A trained run directory (omit to evaluate baselines with --model).")
+    ] = None,
+    data: Annotated[str, typer.Option(help="Prepared dataset dir, SR-GNN TSV folder, or 'synthetic'.")] = "synthetic",
+    model: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="Baseline to fit and evaluate; repeat the flag.")
+    ] = None,
+    params: Annotated[
+        list[str] | None, typer.Option("--set", help="Baseline hyperparameter, e.g. sknn.k=200; repeatable.")
+    ] = None,
+    tune_trials: Annotated[
+        int, typer.Option(help="Random-search trials per baseline on the validation split (0 = defaults).")
+    ] = 0,
+    k: Annotated[list[int] | None, typer.Option("--k", help="Cutoffs; repeat the flag (default 5, 10, 20).")] = None,
+    protocol: Annotated[
+        str, typer.Option(help=f"One of {sorted(PROTOCOLS)}, or 'auto' (last_item for leave-one-out data).")
+    ] = "auto",
+    ties: Annotated[str, typer.Option(help="Tie policy: pessimistic, optimistic or mean.")] = "pessimistic",
+    split: Annotated[str, typer.Option(help="'test', or 'valid' (the model-selection split).")] = "test",
+    batch_size: Annotated[int, typer.Option(help="Cases scored at once.")] = 512,
+    output: Annotated[Path | None, typer.Option(help="Also write the JSON results to this file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Evaluate baselines (--model) or a trained RUN on DATA by full ranking of every test case."""
+    if (run is None) == (not model):
+        raise ConfigError("give either a trained RUN directory or at least one --model baseline, not both")
+    dataset = open_dataset(data)
+    protocol = dataset.default_protocol if protocol == "auto" else protocol
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {protocol!r}; use one of {sorted(PROTOCOLS)} or 'auto'")
+    ks = tuple(k or DEFAULT_KS)
+    fit_sessions, sessions = _split(dataset, split)
+    options = {"ks": ks, "protocol": protocol, "ties": ties, "batch_size": batch_size, "show_progress": not as_json}
+    reports: dict[str, EvalReport] = {}
+    if run is not None:
+        reports[run.name] = _evaluate_run(run, dataset, sessions, split, options)
+    else:
+        overrides = _parse_params(params or [], model)
+        for name in model:
+            reports[name] = _evaluate_baseline(
+                name, overrides.get(name, {}), tune_trials, dataset, fit_sessions, sessions, options
+            )
+    shared = {
+        "dataset": dataset.name,
+        "split": split,
+        "fingerprint": dataset.provenance.get("fingerprint"),
+        **provenance(),
+    }
+    for report in reports.values():
+        report.extra.update(shared)
+    payload = {name: report.to_dict() for name, report in reports.items()}
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(payload, indent=2) + "\n")
+    if as_json:
+        typer.echo(json.dumps(next(iter(payload.values())) if len(payload) == 1 else payload))
+    else:
+        typer.echo(format_table(reports))
+
+
+def _split(dataset: PreparedDataset, split: str):
+    if split == "test":
+        return dataset.train, dataset.test
+    if split == "valid":
+        return dataset.validation_split()
+    raise ConfigError(f"unknown split {split!r}; use 'test' or 'valid'")
+
+
+def _evaluate_run(run: Path, dataset: PreparedDataset, sessions, split: str, options: dict[str, Any]) -> EvalReport:
+    from hiersrec.train.artifact import load_artifact
+
+    artifact = load_artifact(run)
+    trained_on = artifact.meta.get("data_fingerprint")
+    fingerprint = dataset.provenance.get("fingerprint")
+    if trained_on and fingerprint and trained_on != fingerprint:
+        raise ArtifactError(
+            f"{run} was trained on data with fingerprint {trained_on}, but --data has {fingerprint}; "
+            "evaluate on the dataset the run was trained on"
+        )
+    if artifact.vocab.item_ids != dataset.vocab.item_ids:
+        raise ArtifactError(f"{run}: the run's item vocabulary differs from the dataset's; wrong --data?")
+    report = run_evaluation(artifact.model, sessions, dataset.catalog, max_len=artifact.model.config.max_len, **options)
+    report.extra["validation_split"] = artifact.meta.get("validation_split")
+    return report
+
+
+def _evaluate_baseline(name, params, tune_trials, dataset, fit_sessions, sessions, options) -> EvalReport:
+    from hiersrec.models import baseline_class, make_baseline, search_space
+    from hiersrec.tuning import tune_baseline
+
+    if tune_trials:
+        # Tuning sees only the sessions the model is fitted on and splits off their validation tail itself.
+        # Values given with --set are held fixed; the rest of the space is searched.
+        space = {**search_space(name), **{key: [value] for key, value in params.items()}}
+        result = tune_baseline(
+            name,
+            fit_sessions,
+            dataset.catalog,
+            n_trials=tune_trials,
+            space=space,
+            metric="mrr@20" if hasattr(baseline_class(name), "score") else "cat_acc@1",
+            show_progress=options["show_progress"],
+        )
+        params = result.best_params
+    baseline = make_baseline(name, **params)
+    started = time.perf_counter()
+    baseline.fit(fit_sessions, dataset.catalog)
+    fit_seconds = time.perf_counter() - started
+    report = run_evaluation(baseline, sessions, dataset.catalog, **options)
+    report.extra["fit_seconds"] = fit_seconds
+    return report
+
+
+def _parse_params(assignments: list[str], models: list[str]) -> dict[str, dict[str, Any]]:
+    parsed: dict[str, dict[str, Any]] = {}
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        name, dot, field = key.partition(".")
+        if not sep or not dot or not field:
+            raise ConfigError(f"--set {assignment!r}: expected MODEL.PARAM=VALUE, e.g. sknn.k=200")
+        if name not in models:
+            raise ConfigError(f"--set {assignment!r}: {name!r} is not among the --model options {models}")
+        parsed.setdefault(name, {})[field] = _parse_value(raw)
+    return parsed
+
+
+def _parse_value(raw: str) -> Any:
+    # Numbers and booleans as such; anything else stays a string (the model validates its own types).
+    lowered = raw.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            continue
+    return raw
