@@ -1,4 +1,7 @@
-"""A tiny stand-in for HierSRec's inference contract, for tests of the retrieval and serving code.
+"""Models for the tests of the inference path: a real tiny HierSRec run, and a hand-made stand-in.
+
+`trained_run` trains HierSRec for a few epochs on a synthetic shop into a temporary run directory, once per
+test process and dataset: the end-to-end tests (recommend, serve, CLI) load it like users do.
 
 `QueryModel` exposes what the inference path uses from HierSRec: ``encode(batch)`` returning an item query
 and category logits, ``item_output_embeddings()``, ``score`` (= query @ embeddings.T, padding -inf) and
@@ -8,13 +11,38 @@ last click, so the category head points at the last click's category: a structur
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from hiersrec.data.batching import SessionBatch
+from hiersrec.data.prepared import PreparedDataset
+
+RUN_MAX_LEN = 7
+_RUNS: dict[int, Path] = {}
+
+
+def trained_run(dataset: PreparedDataset) -> Path:
+    """A small HierSRec (d_model 16, max_len 7) trained 3 epochs on ``dataset``; cached per dataset object."""
+    if id(dataset) not in _RUNS:
+        from hiersrec.config import DataConfig, RunConfig
+        from hiersrec.models.hiersrec import HierSRecConfig
+        from hiersrec.train.loop import TrainConfig
+        from hiersrec.train.run import TrainingData, fit_run
+
+        model = HierSRecConfig(d_model=16, n_heads=2, d_ff=32, max_len=RUN_MAX_LEN, d_category=8, d_feed=8)
+        train = TrainConfig(epochs=3, batch_size=64, warmup_steps=5, show_progress=False, device="cpu", seed=1)
+        directory = Path(tempfile.mkdtemp(prefix="hiersrec-test-run-"))
+        atexit.register(shutil.rmtree, directory, True)
+        fit_run(RunConfig(data=DataConfig(), model=model, train=train), TrainingData.from_prepared(dataset), directory)
+        _RUNS[id(dataset)] = directory
+    return _RUNS[id(dataset)]
 
 
 @dataclass

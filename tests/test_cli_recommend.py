@@ -8,7 +8,7 @@ from hiersrec.cli import ExitStatus, main
 from hiersrec.cli.recommend import iter_session_chunks, recommend_file
 from hiersrec.errors import DataError
 from hiersrec.recommend import Recommender
-from inference_support import QueryModel
+from inference_support import trained_run
 
 CLICKS_CSV = """session_id,item_id,timestamp
 s1,i3,10
@@ -24,16 +24,13 @@ EXPECTED = (["s1", "s2", "s3", "s4"], [["i3", "i4"], ["i5", "i6", "i7"], ["nope"
 
 
 @pytest.fixture(scope="module")
-def recommender(tiny_shop):
-    model = QueryModel(tiny_shop.catalog.item_category, tiny_shop.catalog.n_categories, seed=2)
-    return Recommender(model, tiny_shop.vocab, tiny_shop.catalog, tiny_shop.train.item_counts(37))
+def run_dir(tiny_shop):
+    return trained_run(tiny_shop)
 
 
-@pytest.fixture
-def run_dir(tmp_path, monkeypatch, recommender):
-    # The CLI loads a run through Recommender.from_artifact; here it hands back the stand-in.
-    monkeypatch.setattr(Recommender, "from_artifact", classmethod(lambda cls, run, **kwargs: recommender))
-    return tmp_path / "run"
+@pytest.fixture(scope="module")
+def recommender(run_dir):
+    return Recommender.from_artifact(run_dir)
 
 
 def _collect(path, read_rows):
@@ -98,7 +95,7 @@ def test_recommend_file_matches_one_by_one_and_ignores_chunking(tmp_path, recomm
         alone = recommender.recommend(session, k=4)
         assert row["item_ids"] == list(alone.item_ids) and row["category_ids"] == list(alone.category_ids)
         assert row["scores"] == pytest.approx(alone.scores)
-    assert rows[2]["fallback"] == "popularity" and rows[2]["unknown_items"] == ["nope"]
+    assert rows[2]["fallback"] == "empty" and rows[2]["unknown_items"] == ["nope"] and rows[2]["item_ids"] == []
     assert rows[0]["fallback"] is None
 
 
@@ -125,7 +122,7 @@ def test_cli_one_session_as_json_and_as_a_table(run_dir, capsys, recommender):
     assert code == ExitStatus.OK and payload["item_ids"] == list(expected.item_ids)
     assert payload["unknown_items"] == ["zz"] and payload["fallback"] is None
     code, out, err = _run(["recommend", str(run_dir), "--session", "zz", "-k", "2"], capsys)
-    assert code == ExitStatus.OK and "popularity fallback" in err and len(out.strip().splitlines()) == 3
+    assert code == ExitStatus.OK and "fallback 'empty'" in err and len(out.strip().splitlines()) == 1
 
 
 def test_cli_file_mode(run_dir, tmp_path, capsys):
@@ -149,6 +146,11 @@ def test_cli_file_mode(run_dir, tmp_path, capsys):
 def test_cli_usage_errors_have_exit_codes(run_dir, capsys, args, status, message):
     code, _, err = _run(["recommend", str(run_dir), *args], capsys)
     assert code == status and message in err
+
+
+def test_cli_missing_run_is_an_artifact_error(tmp_path, capsys):
+    code, _, err = _run(["recommend", str(tmp_path / "nothing"), "--session", "i1"], capsys)
+    assert code == ExitStatus.ARTIFACT_ERROR and "meta.json" in err
 
 
 def test_cli_bad_input_file_is_a_data_error(run_dir, tmp_path, capsys):

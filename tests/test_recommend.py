@@ -5,9 +5,9 @@ import torch
 from hiersrec.data.batching import make_batch, prefix_batch
 from hiersrec.errors import DataError
 from hiersrec.recommend import Recommender
-from inference_support import QueryModel
-
-MAX_LEN = 7
+from hiersrec.train.artifact import load_artifact
+from inference_support import RUN_MAX_LEN as MAX_LEN
+from inference_support import trained_run
 
 
 class ConstantModel:
@@ -26,7 +26,7 @@ def shop(tiny_shop):
 
 @pytest.fixture(scope="module")
 def model(shop):
-    return QueryModel(shop.catalog.item_category, shop.catalog.n_categories, seed=5, max_len=MAX_LEN)
+    return load_artifact(trained_run(shop)).model
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +76,20 @@ def test_empty_or_all_unknown_sessions_get_the_labelled_popularity_fallback(shop
     assert rec.unknown_items == tuple(session)
 
 
-def test_fallback_without_popularity_is_empty_but_labelled(shop, model):
+def test_fallback_without_popularity_is_empty_and_labelled(shop, model):
     rec = Recommender(model, shop.vocab, shop.catalog).recommend([], k=3)
-    assert rec.fallback == "popularity" and rec.item_ids == ()
+    assert rec.fallback == "empty" and rec.item_ids == ()
+
+
+def test_from_artifact_loads_the_run(shop, model):
+    recommender = Recommender.from_artifact(trained_run(shop))
+    assert recommender.max_len == MAX_LEN and recommender.supports_candidates
+    info = recommender.describe()
+    assert info["model"]["name"] == "HierSRec" and info["config"]["model"]["d_model"] == 16
+    assert "valid" in info["metrics"] and info["meta"]["format_version"] == 1
+    session = _raw(shop, [4, 5, 6])
+    direct = Recommender(model, shop.vocab, shop.catalog).recommend(session, k=5)
+    assert recommender.recommend(session, k=5) == direct
 
 
 def test_long_sessions_keep_their_most_recent_clicks(shop, recommender):
@@ -147,7 +158,7 @@ def test_plain_models_work_but_refuse_candidate_budgets(shop):
     assert recommender.max_len == 50 and not recommender.supports_candidates
     rec = recommender.recommend(_raw(shop, [5]), k=3)
     assert list(rec.item_ids) == _raw(shop, [1, 2, 3])  # all tied: ascending item index
-    with pytest.raises(NotImplementedError, match="category head"):
+    with pytest.raises(NotImplementedError, match="can only rank every item"):
         recommender.recommend(_raw(shop, [5]), k=3, candidate_budget="4%")
 
 

@@ -8,9 +8,9 @@ from hiersrec.data.batching import prefix_batch  # noqa: E402
 from hiersrec.recommend import Recommender  # noqa: E402
 from hiersrec.serve.app import MAX_BODY_BYTES, create_app  # noqa: E402
 from hiersrec.serve.schemas import MAX_K, MAX_SESSION_LENGTH, MAX_SESSIONS  # noqa: E402
-from inference_support import QueryModel  # noqa: E402
-
-MAX_LEN = 7
+from hiersrec.train.artifact import load_artifact  # noqa: E402
+from inference_support import RUN_MAX_LEN as MAX_LEN  # noqa: E402
+from inference_support import trained_run  # noqa: E402
 
 
 class ScoreOnly:
@@ -24,7 +24,7 @@ class ScoreOnly:
 
 @pytest.fixture(scope="module")
 def model(tiny_shop):
-    return QueryModel(tiny_shop.catalog.item_category, tiny_shop.catalog.n_categories, seed=9, max_len=MAX_LEN)
+    return load_artifact(trained_run(tiny_shop)).model
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,25 @@ def client(tiny_shop, model):
     recommender = Recommender(model, tiny_shop.vocab, tiny_shop.catalog, tiny_shop.train.item_counts(37))
     with TestClient(create_app(recommender), raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+def test_the_run_directory_is_loaded_once_at_start_up(tiny_shop, monkeypatch):
+    loads = []
+    original = Recommender.from_artifact.__func__
+    monkeypatch.setattr(
+        Recommender, "from_artifact", classmethod(lambda cls, run: loads.append(run) or original(cls, run))
+    )
+    app = create_app(trained_run(tiny_shop))
+    assert loads == []  # nothing is loaded when the app is created
+    with TestClient(app) as run_client:
+        for _ in range(3):
+            assert run_client.post("/recommend", json={"sessions": [{"items": ["i1"]}], "k": 2}).status_code == 200
+        info = run_client.get("/model").json()
+        empty = run_client.post("/recommend", json={"sessions": [{"items": []}]}).json()["results"][0]
+    assert loads == [trained_run(tiny_shop)]
+    assert info["name"] == "HierSRec" and info["config"]["model"]["max_len"] == MAX_LEN
+    assert "valid" in info["metrics"] and info["candidate_budgets"] is True
+    assert empty == {"items": [], "unknown_items": [], "fallback": "empty"}  # the run has no item popularity
 
 
 def _post(client, body):
@@ -132,7 +151,7 @@ def test_candidate_budget_on_a_model_without_a_category_head_is_a_422(tiny_shop)
 def test_health_model_and_openapi(client):
     assert client.get("/health").json() == {"status": "ok", "n_items": 37}
     info = client.get("/model").json()
-    assert info["name"] == "QueryModel" and info["candidate_budgets"] is True and "version" in info
+    assert info["name"] == "HierSRec" and info["candidate_budgets"] is True and "version" in info
     schema = client.get("/openapi.json").json()
     assert {"/recommend", "/health", "/model"} <= set(schema["paths"])
     assert "RecommendRequest" in schema["components"]["schemas"]

@@ -4,7 +4,8 @@
 vocabulary and catalogue. It is stateless: a recommendation is a pure function of the model and the session.
 
 * Raw ids in, raw ids out. Unknown item ids are dropped and reported, never an error.
-* A session with no known click gets an explicit, labelled fallback: the most popular items.
+* A session with no known click gets an explicit, labelled fallback: the most popular items (``"popularity"``),
+  or nothing (``"empty"``) when no item popularity was given.
 * Sessions longer than the model's ``max_len`` keep their most recent clicks (as in training and evaluation).
 * Scores are the model's own ``score`` (the evaluated scores); equal scores are ordered by ascending item index.
 * A session scores the same alone or in a batch.
@@ -29,12 +30,13 @@ from hiersrec.data.vocab import Vocab
 from hiersrec.errors import DataError
 from hiersrec.eval.protocol import describe_model
 from hiersrec.retrieval.category import CandidateBudget, select_categories
-from hiersrec.retrieval.index import NEG_INF, CategoryIndex, top_k
+from hiersrec.retrieval.index import NEG_INF, CategoryIndex, candidate_support, top_k
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_LEN = 50  # used when the model does not say (models with a config carry their own)
 FALLBACK_POPULARITY = "popularity"
+FALLBACK_EMPTY = "empty"
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,8 @@ class Recommendation:
         scores: the model's score of each item (or its training click count for the popularity fallback).
         category_ids: raw category id of each item.
         unknown_items: raw ids of the session that the vocabulary does not know (dropped), first-seen order.
-        fallback: None when the model scored the session; ``"popularity"`` when no click was known.
+        fallback: None when the model scored the session; when no click was known, ``"popularity"`` (the most
+            clicked training items) or ``"empty"`` (no popularity was available: no items).
     """
 
     item_ids: tuple[str, ...]
@@ -65,7 +68,7 @@ class Recommender:
         vocab: raw id <-> index maps of the model's training data.
         catalog: item categories of the same data.
         popularity: (V,) training click count of each item index, for sessions with no known click; without
-            it such sessions get an empty result, labelled ``"popularity"`` all the same.
+            it such sessions get no items, labelled ``"empty"``.
         max_len: longest session given to the model (default: ``model.config.max_len``, else 50).
         batch_size: sessions scored at once by `recommend_batch`.
         metadata: what the service shows about the model (name, config, data fingerprint, metrics).
@@ -100,11 +103,10 @@ class Recommender:
         self.metadata = {"model": describe_model(model), **(metadata or {})}
         self._item_category = torch.from_numpy(catalog.item_category)
         self._popularity = None if popularity is None else _popularity_scores(popularity, catalog.n_items)
-        self._index = (
-            CategoryIndex.from_model(model, catalog)
-            if hasattr(model, "encode") and hasattr(model, "item_output_embeddings")
-            else None
-        )
+        if popularity is None:
+            logger.warning("no item popularity given: sessions without a known click will get no recommendation")
+        self._no_candidates_reason = candidate_support(model)
+        self._index = None if self._no_candidates_reason else CategoryIndex.from_model(model, catalog)
 
     @classmethod
     def from_artifact(cls, run_dir: str | Path, **kwargs: Any) -> Recommender:
@@ -112,13 +114,9 @@ class Recommender:
         from hiersrec.train.artifact import load_artifact
 
         artifact = load_artifact(Path(run_dir))
-        metadata = {
-            "run": str(run_dir),
-            "config": artifact.config,
-            "meta": artifact.meta,
-            "metrics": artifact.metrics,
-        }
-        popularity = getattr(artifact, "item_popularity", None)
+        config = artifact.config.to_dict() if hasattr(artifact.config, "to_dict") else dict(artifact.config)
+        metadata = {"run": str(run_dir), "config": config, "meta": artifact.meta, "metrics": artifact.metrics}
+        popularity = getattr(artifact, "item_popularity", None)  # training click counts, when the run saved them
         return cls(artifact.model, artifact.vocab, artifact.catalog, popularity, metadata=metadata, **kwargs)
 
     @property
@@ -180,10 +178,7 @@ class Recommender:
             raise DataError(f"exclude has {len(exclude)} lists for {len(sessions)} sessions")
         budget = None if candidate_budget is None else CandidateBudget.parse(candidate_budget)
         if budget is not None and not self.supports_candidates:
-            raise NotImplementedError(
-                f"candidate budgets need a model with a category head and item output embeddings (HierSRec); "
-                f"{type(self.model).__name__} only scores all items, so call without candidate_budget"
-            )
+            raise NotImplementedError(f"no candidate budget for this model: {self._no_candidates_reason}")
         allowed = None if categories is None else self._allowed_categories(categories)
         encoded = [self._encode(session) for session in sessions]
         excluded = [
@@ -199,10 +194,11 @@ class Recommender:
             for position, row in enumerate(rows):
                 results[row] = self._result(ids[position], values[position], encoded[row][1], None)
         fallback_rows = [row for row, (known, _) in enumerate(encoded) if not known.size]
+        label = FALLBACK_EMPTY if self._popularity is None else FALLBACK_POPULARITY
         if fallback_rows:
             ids, values = self._rank_popular([excluded[r] for r in fallback_rows], k, allowed)
             for position, row in enumerate(fallback_rows):
-                results[row] = self._result(ids[position], values[position], encoded[row][1], FALLBACK_POPULARITY)
+                results[row] = self._result(ids[position], values[position], encoded[row][1], label)
         return results  # type: ignore[return-value]
 
     def describe(self) -> dict[str, Any]:

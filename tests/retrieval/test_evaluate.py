@@ -85,3 +85,18 @@ def test_full_budget_reproduces_the_evaluator(tiny_shop, query_model):
     table = format_candidate_table(report)
     assert "100%" in table and "full" in table and str(report.n_cases) in table
     assert not math.isnan(report.to_dict()["budgets"][0]["candidate_recall"])
+
+
+def test_a_trained_hiersrec_run_full_budget_equals_its_evaluation(tiny_shop):
+    from hiersrec.train.artifact import load_artifact
+    from inference_support import RUN_MAX_LEN, trained_run
+
+    model = load_artifact(trained_run(tiny_shop)).model
+    options = {"max_len": RUN_MAX_LEN, "batch_size": 100}
+    report = evaluate_candidates(model, tiny_shop.test, tiny_shop.catalog, budgets=["category:1", "100%"], **options)
+    reference = evaluate(model, tiny_shop.test, tiny_shop.catalog, ks=[20], **options)
+    assert report.budgets[1].metrics == pytest.approx({k: reference.metrics[k] for k in report.full.metrics})
+    assert report.full.metrics["mrr@20"] == pytest.approx(reference.metrics["mrr@20"])
+    # One category of five: the next click's category is the predicted one in about cat_acc@1 of the cases.
+    assert report.budgets[0].candidate_recall == pytest.approx(reference.metrics["cat_acc@1"], abs=1e-6)
+    assert report.budgets[0].single_ms_p50 is not None  # HierSRec's own search is timed

@@ -135,3 +135,16 @@ def test_no_category_chosen_gives_only_padding(world, strategy):
     for rows in (slice(0, 2), slice(0, 1)):
         ids, scores = index.search(queries[rows], 4, selected=nothing[rows], strategy=strategy)
         assert ids.eq(0).all() and scores.eq(NEG).all() and ids.shape[1] == 4
+
+
+def test_candidate_support_names_what_is_missing():
+    from types import SimpleNamespace
+
+    from hiersrec.retrieval.index import candidate_support
+    from inference_support import QueryModel
+
+    assert candidate_support(QueryModel(np.array([0, 1, 2]), 2)) is None
+    assert "can only rank every item" in candidate_support(object())
+    factorised = QueryModel(np.array([0, 1, 2]), 2)
+    factorised.config = SimpleNamespace(category_feed="factorised", max_len=7)
+    assert "factorised" in candidate_support(factorised)

@@ -243,7 +243,7 @@ def _print_one(result: Recommendation, as_json: bool) -> None:
     if result.unknown_items:
         typer.echo(f"unknown items (dropped): {', '.join(result.unknown_items)}", err=True)
     if result.fallback:
-        typer.echo(f"no known item in the session: {result.fallback} fallback", err=True)
+        typer.echo(f"no known item in the session: fallback {result.fallback!r}", err=True)
     typer.echo(f"{'rank':>4}  {'item_id':<20}  {'score':>10}  category_id")
     for rank, (item, score, category) in enumerate(
         zip(result.item_ids, result.scores, result.category_ids, strict=True), start=1

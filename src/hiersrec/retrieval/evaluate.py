@@ -28,7 +28,7 @@ from hiersrec.data.sessions import SessionData
 from hiersrec.eval.metrics import RANK_METRICS, TiePolicy, target_ranks
 from hiersrec.eval.protocol import describe_model
 from hiersrec.retrieval.category import CandidateBudget, CategoryLayout, candidate_mask, select_categories
-from hiersrec.retrieval.index import CategoryIndex, ExactIndex, top_k
+from hiersrec.retrieval.index import CategoryIndex, ExactIndex, candidate_support, top_k
 
 DEFAULT_BUDGETS: tuple[str, ...] = ("1%", "2%", "4%", "8%", "16%", "100%")
 
@@ -129,8 +129,8 @@ def evaluate_candidates(
     """Rank every test case with category candidates at each budget, and with all items, in one pass.
 
     Args:
-        model: an object with ``score(batch) -> (B, V)`` and ``score_categories(batch) -> (B, C)``; with
-            ``encode`` and ``item_output_embeddings`` as well (HierSRec), search latency is measured too.
+        model: an object with ``score(batch) -> (B, V)`` and ``score_categories(batch) -> (B, C)``; when
+            `candidate_support` accepts it (HierSRec), search latency is measured too.
         sessions: the sessions to evaluate (the test split; never the one used for model selection).
         catalog: item categories.
         budgets: candidate budgets (`CandidateBudget.parse` forms: ``"4%"``, ``0.04``, ``"category:5"``).
@@ -204,7 +204,7 @@ def evaluate_candidates(
 
 
 def _indexes(model: Any, catalog: ItemCatalog) -> tuple[ExactIndex, CategoryIndex] | None:
-    if not (hasattr(model, "encode") and hasattr(model, "item_output_embeddings")):
+    if candidate_support(model) is not None:  # the served search would not be this one: do not time it
         return None
     with torch.inference_mode():
         embeddings = model.item_output_embeddings().detach().float().clone()

@@ -87,6 +87,24 @@ def mask_excluded(item_idx: torch.Tensor, scores: torch.Tensor, exclude: torch.T
     return scores.masked_fill(hit, NEG_INF)
 
 
+def candidate_support(model: Any) -> str | None:
+    """None when `CategoryIndex` reproduces ``model``'s scores (``item_query @ item_output_embeddings().T``).
+
+    Otherwise a sentence saying why not, for the errors of the callers that need it.
+    """
+    if not (hasattr(model, "encode") and hasattr(model, "item_output_embeddings")):
+        return (
+            f"{type(model).__name__} has no category head with item queries and item output embeddings "
+            "(HierSRec has): it can only rank every item"
+        )
+    if getattr(getattr(model, "config", None), "category_feed", None) == "factorised":
+        return (
+            "category_feed = 'factorised' normalises item scores within each category, which the candidate "
+            "index does not do (yet): rank every item, or use another category feed"
+        )
+    return None
+
+
 class ExactIndex:
     """Brute force: score every item (``queries @ E.T``) and keep the top ``k``; the reference for the others.
 

@@ -88,7 +88,10 @@ class SessionOut(BaseModel):
 
     items: list[RecommendedItem]
     unknown_items: list[str] = Field(description="Raw ids of the session that the model does not know (dropped).")
-    fallback: str | None = Field(description="'popularity' when no click of the session was known, else null.")
+    fallback: str | None = Field(
+        description="null when the model scored the session; when no click was known, 'popularity' (most clicked "
+        "items) or 'empty' (the run has no item popularity)."
+    )
 
 
 class RecommendResponse(BaseModel):
