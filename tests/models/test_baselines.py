@@ -94,9 +94,12 @@ def test_empty_prefix_and_unseen_item_score_without_error(fitted):
     name, _ = fitted
     catalog = _catalog(9, n_categories=3)
     model = make_baseline(name).fit(SessionData.from_lists([[1, 2, 3], [2, 3, 4]]), catalog)  # 5..9 never clicked
-    items = np.array([[0, 0], [0, 8], [2, 9]])
-    scores = _scorer(model)(make_batch(items, np.array([0, 1, 2]), catalog))
+    items, lengths = np.array([[0, 0], [0, 8], [2, 9]]), np.array([0, 1, 2])
+    scores = _scorer(model)(make_batch(items, lengths, catalog))
     assert torch.isneginf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
+    for row in range(3):  # alone, a batch may have no known item at all
+        alone = _scorer(model)(make_batch(items[row : row + 1], lengths[row : row + 1], catalog))
+        np.testing.assert_array_equal(alone.numpy(), scores[row : row + 1].numpy())
 
 
 def test_describe_names_the_model_and_rebuilds_it(fitted):

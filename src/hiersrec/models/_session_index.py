@@ -32,6 +32,14 @@ from hiersrec.data.sessions import SessionData
 from hiersrec.models.base import mask_padding
 
 
+def _last_of_each_key(key: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """Indices of the largest ``position`` of each distinct ``key`` (a (row, item) pair), by ascending key."""
+    order = np.lexsort((position, key))
+    is_last = np.ones(order.size, dtype=bool)
+    is_last[:-1] = key[order][1:] != key[order][:-1]
+    return order[is_last]
+
+
 @dataclass(frozen=True)
 class PrefixQuery:
     """The distinct items of a batch of prefixes, one entry per (row, item), rows then items ascending.
@@ -57,11 +65,8 @@ class PrefixQuery:
         positions = np.arange(1, width + 1)[None, :] - (width - lengths)[:, None]  # (B, T), <= 0 on padding
         rows, columns = np.nonzero(positions >= 1)
         clicked, position = items[rows, columns], positions[rows, columns]
-        # Keep the last click of each (row, item): sort by (row, item, position) and take each group's end.
         key = rows * (int(items.max(initial=0)) + 1) + clicked
-        order = np.lexsort((position, key))
-        is_last = np.append(key[order][1:] != key[order][:-1], True)
-        keep = order[is_last]
+        keep = _last_of_each_key(key, position)
         return cls(lengths=lengths, rows=rows[keep], items=clicked[keep], last_position=position[keep])
 
     @property
@@ -82,6 +87,23 @@ class PrefixQuery:
         table = np.zeros((self.n_rows, batch_items.size + 1), dtype=np.int64)  # last column: "not clicked"
         table[self.rows, column[self.items]] = self.last_position
         return table[rows, column[items]]
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Candidate neighbour sessions of a batch of prefixes, one per (prefix, session) pair.
+
+    Attributes:
+        rows: (P,) int64 prefix row, ascending.
+        sessions: (P,) int64 training session index, ascending within a row (oldest first).
+        n_shared: (P,) int64 distinct items the prefix and the session share (>= 1).
+        weighted_shared: (P,) float64 summed query weights of the shared items, when weights were given.
+    """
+
+    rows: np.ndarray
+    sessions: np.ndarray
+    n_shared: np.ndarray
+    weighted_shared: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -133,9 +155,7 @@ class SessionIndex:
         lengths = train.lengths
         rows = np.repeat(np.arange(train.n_sessions), lengths)
         positions = np.arange(train.n_clicks) - np.repeat(train.offsets[:-1], lengths) + 1
-        key = rows * n_columns + train.items
-        order = np.lexsort((positions, key))
-        keep = order[np.append(key[order][1:] != key[order][:-1], True)]
+        keep = _last_of_each_key(rows * n_columns + train.items, positions)
         indptr = np.zeros(train.n_sessions + 1, dtype=np.int64)
         np.cumsum(np.bincount(rows[keep], minlength=train.n_sessions), out=indptr[1:])
         session_items = sp.csr_matrix(
@@ -173,21 +193,22 @@ class SessionIndex:
         clicks = self.item_clicks
         return np.where(clicks > 0, np.log(max(self.n_sessions, 1) / np.maximum(clicks, 1)), 0.0)
 
-    def candidates(self, query: PrefixQuery, sample_size: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def candidates(self, query: PrefixQuery, sample_size: int | None, weights: np.ndarray | None = None) -> Candidates:
         """Candidate neighbours: sessions sharing an item with each prefix, the ``sample_size`` most recent.
 
-        Returns:
-            (rows, sessions, n_shared): (P,) int64 prefix row, (P,) int64 session index and (P,) int64
-            number of distinct items the two share; rows ascending, sessions ascending within a row.
-            ``sample_size=None`` keeps every candidate.
+        Args:
+            query: the prefixes.
+            sample_size: candidates kept per prefix, the most recent ones (None: all).
+            weights: (Q,) optional weight of each query entry; then ``Candidates.weighted_shared`` holds the
+                sum of the weights of the items each candidate shares with its prefix.
         """
         indptr = np.zeros(query.n_rows + 1, dtype=np.int64)
         np.cumsum(np.bincount(query.rows, minlength=query.n_rows), out=indptr[1:])
-        prefix_items = sp.csr_matrix(
-            (np.ones(query.items.size, dtype=np.float32), query.items, indptr),
-            shape=(query.n_rows, self.n_columns),
-        )
-        shared = prefix_items @ self.item_sessions  # (B, S): distinct items in common
+
+        def prefix_matrix(values: np.ndarray) -> sp.csr_matrix:
+            return sp.csr_matrix((values, query.items, indptr), shape=(query.n_rows, self.n_columns))
+
+        shared = prefix_matrix(np.ones(query.items.size, dtype=np.float32)) @ self.item_sessions  # (B, S)
         shared.sort_indices()
         per_row = np.diff(shared.indptr)
         rows = np.repeat(np.arange(query.n_rows), per_row)
@@ -197,7 +218,21 @@ class SessionIndex:
             from_row_end = np.repeat(shared.indptr[1:], per_row) - np.arange(shared.nnz)  # 1 = most recent
             keep = from_row_end <= sample_size
             rows, sessions, n_shared = rows[keep], sessions[keep], n_shared[keep]
-        return rows, sessions, n_shared
+        weighted_shared = None
+        if weights is not None:
+            # Same product with weighted prefix items; it omits pairs whose shared weights sum to 0, so its
+            # entries are matched to the candidates by (row, session) key.
+            weighted = prefix_matrix(weights.astype(np.float64)) @ self.item_sessions
+            weighted.sort_indices()
+            found_keys = np.repeat(np.arange(query.n_rows), np.diff(weighted.indptr)) * self.n_sessions
+            found_keys += weighted.indices
+            keys = rows * self.n_sessions + sessions
+            weighted_shared = np.zeros(keys.size)
+            if found_keys.size:
+                at = np.minimum(np.searchsorted(found_keys, keys), found_keys.size - 1)
+                found = found_keys[at] == keys
+                weighted_shared[found] = weighted.data[at[found]]
+        return Candidates(rows=rows, sessions=sessions, n_shared=n_shared, weighted_shared=weighted_shared)
 
     def expand(self, sessions: np.ndarray) -> Entries:
         """One entry per distinct item of each of ``sessions`` (grouped in that order)."""
@@ -213,20 +248,35 @@ class SessionIndex:
         )
 
 
-def top_k_mask(rows: np.ndarray, similarity: np.ndarray, sessions: np.ndarray, k: int) -> np.ndarray:
+def top_k_mask(rows: np.ndarray, similarity: np.ndarray, k: int) -> np.ndarray:
     """(P,) bool: whether each candidate is among the ``k`` most similar of its row.
 
-    Ties in similarity go to the more recent session (session-rec leaves them to set iteration order).
-    Only rows with more than ``k`` candidates are sorted.
+    Candidates come in `SessionIndex.candidates` order (rows ascending, sessions ascending within a row).
+    Ties in similarity go to the more recent sessions (session-rec leaves them to set iteration order).
+    No sort: the k-th largest similarity of each row with more than ``k`` candidates comes from one
+    ``np.partition`` of a (crowded rows, candidates) table.
     """
     keep = np.ones(rows.size, dtype=bool)
-    crowded = np.flatnonzero(np.bincount(rows)[rows] > k) if rows.size else rows
-    if crowded.size:
-        order = crowded[np.lexsort((-sessions[crowded], -similarity[crowded], rows[crowded]))]
-        sorted_rows = rows[order]
-        rank = np.arange(order.size) - np.searchsorted(sorted_rows, sorted_rows, side="left")
-        keep[order[rank >= k]] = False
-    return keep
+    counts = np.bincount(rows) if rows.size else np.zeros(0, dtype=np.int64)
+    crowded = np.flatnonzero(counts > k)
+    if crowded.size == 0:
+        return keep
+    starts = np.cumsum(counts) - counts
+    slot = np.full(counts.size, -1)
+    slot[crowded] = np.arange(crowded.size)
+    members = np.flatnonzero(slot[rows] >= 0)
+    table = np.full((crowded.size, int(counts[crowded].max())), -np.inf)
+    table[slot[rows[members]], members - starts[rows[members]]] = similarity[members]
+    threshold = np.full(counts.size, -np.inf)  # rows with <= k candidates keep them all
+    threshold[crowded] = np.partition(table, -k, axis=1)[:, -k]
+    row_threshold = threshold[rows]
+    above = similarity > row_threshold
+    tied = similarity == row_threshold
+    # Of the candidates tied at the threshold, keep the most recent (the last ones of the row) to make k.
+    tied_to_end = np.append(np.cumsum(tied[::-1])[::-1], 0)
+    tied_from_here = tied_to_end[:-1] - tied_to_end[(starts + counts)[rows]]
+    n_above = np.bincount(rows, weights=above, minlength=counts.size).astype(np.int64)
+    return above | (tied & (tied_from_here <= k - n_above[rows]))
 
 
 def dense_scores(rows: np.ndarray, items: np.ndarray, values: np.ndarray, n_rows: int, n_columns: int) -> torch.Tensor:

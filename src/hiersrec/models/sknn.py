@@ -65,14 +65,15 @@ class SKNN:
         """(B, V) float32 summed similarities of the neighbours containing each item; column 0 = -inf."""
         check_is_fitted(self, "index_")
         query = PrefixQuery.from_batch(batch)
-        rows, sessions, n_shared = self.index_.candidates(query, self.sample_size)
+        candidates = self.index_.candidates(query, self.sample_size)
+        rows, sessions, n_shared = candidates.rows, candidates.sessions, candidates.n_shared
         prefix_size = query.n_distinct()[rows]
         session_size = self.index_.session_sizes(sessions)
         if self.similarity == "cosine":
             similarity = n_shared / np.sqrt(prefix_size * session_size)
         else:
             similarity = n_shared / (prefix_size + session_size - n_shared)
-        top = np.flatnonzero(top_k_mask(rows, similarity, sessions, self.k))
+        top = np.flatnonzero(top_k_mask(rows, similarity, self.k))
         entries = self.index_.expand(sessions[top])
         return dense_scores(
             rows[top][entries.pair], entries.items, similarity[top][entries.pair], query.n_rows, self.index_.n_columns

@@ -55,8 +55,8 @@ class Neighbourhood:
     """The neighbours of a batch of prefixes, and one entry per (neighbour, distinct item) to score.
 
     Attributes:
-        similarity: (P,) float64 similarity of each neighbour (STAN step 2).
-        last_shared: (P,) int64 position in the prefix of the last click on an item the neighbour contains.
+        similarity: (N,) float64 similarity of each neighbour (STAN step 2).
+        last_shared: (N,) int64 position in the prefix of the last click on an item the neighbour contains.
         pair: (E,) int64 neighbour of each entry.
         rows: (E,) int64 prefix row of each entry.
         items: (E,) int64 item of each entry.
@@ -124,16 +124,11 @@ class STAN:
     def neighbourhood(self, query: PrefixQuery) -> Neighbourhood:
         """STAN's steps 1-3 for a batch: candidates, similarities, the ``k`` neighbours and their item weights."""
         index = self.index_
-        rows, sessions, _ = index.candidates(query, self.sample_size)
-        entries = index.expand(sessions)
-        entry_rows = rows[entries.pair]
-        prefix_position = query.positions_of(entry_rows, entries.items)  # 0: item not in the prefix
-        shared = prefix_position > 0
-        weight = np.where(shared, exp_decay(query.lengths[entry_rows] - prefix_position, self.lambda_spw), 0.0)
         prefix_weight = exp_decay(query.lengths[query.rows] - query.last_position, self.lambda_spw)
+        candidates = index.candidates(query, self.sample_size, weights=prefix_weight)
+        rows, sessions = candidates.rows, candidates.sessions
         prefix_norm = np.sqrt(np.bincount(query.rows, weights=prefix_weight**2, minlength=query.n_rows))
-        norms = prefix_norm[rows] * np.sqrt(index.session_sizes(sessions))
-        similarity = np.add.reduceat(weight, entries.starts) / norms
+        similarity = candidates.weighted_shared / (prefix_norm[rows] * np.sqrt(index.session_sizes(sessions)))
         if self.lambda_snh is not None and index.session_time is not None and rows.size:
             # Rows ascend, sessions ascend within a row and session times never decrease with the session index:
             # the last candidate of each row is its most recent one.
@@ -142,18 +137,21 @@ class STAN:
             reference[rows[row_last]] = index.session_time[sessions[row_last]]
             age_days = (reference[rows] - index.session_time[sessions]) / SECONDS_PER_DAY
             similarity = similarity * exp_decay(age_days, self.lambda_snh)
+        top = np.flatnonzero(top_k_mask(rows, similarity, self.k))
 
-        is_neighbour = top_k_mask(rows, similarity, sessions, self.k)
-        last_shared_in_session = np.maximum.reduceat(np.where(shared, entries.positions, 0), entries.starts)
-        keep = is_neighbour[entries.pair]
-        pair = entries.pair[keep]
+        entries = index.expand(sessions[top])
+        entry_rows = rows[top][entries.pair]
+        prefix_position = query.positions_of(entry_rows, entries.items)  # 0: item not in the prefix
+        shared_position = np.where(prefix_position > 0, entries.positions, 0)
+        q_star = np.maximum.reduceat(shared_position, entries.starts)  # the neighbour's last click on a prefix item
+        distance = np.abs(entries.positions - q_star[entries.pair])
         return Neighbourhood(
-            similarity=similarity,
+            similarity=similarity[top],
             last_shared=np.maximum.reduceat(prefix_position, entries.starts),
-            pair=pair,
-            rows=entry_rows[keep],
-            items=entries.items[keep],
-            item_weight=exp_decay(np.abs(entries.positions[keep] - last_shared_in_session[pair]), self.lambda_inh),
+            pair=entries.pair,
+            rows=entry_rows,
+            items=entries.items,
+            item_weight=exp_decay(distance, self.lambda_inh),
         )
 
     def describe(self) -> dict[str, Any]:

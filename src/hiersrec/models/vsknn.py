@@ -105,25 +105,19 @@ class VSKNN:
         """(B, V) float32 decayed, IDF-boosted similarities of the neighbours containing each item."""
         check_is_fitted(self, "index_")
         query = PrefixQuery.from_batch(batch)
-        rows, sessions, _ = self.index_.candidates(query, self.sample_size)
-        entries = self.index_.expand(sessions)
-        entry_rows = rows[entries.pair]
-        prefix_position = query.positions_of(entry_rows, entries.items)  # 0: item not in the prefix
-        prefix_length = query.lengths[entry_rows]
-        shared = prefix_position > 0
-        weight = np.zeros(shared.shape)
-        weight[shared] = POSITION_WEIGHTS[self.weighting](prefix_position[shared], prefix_length[shared])
-        similarity = np.add.reduceat(weight, entries.starts) / query.n_distinct()[rows]
-        step = query.lengths[rows] - np.maximum.reduceat(prefix_position, entries.starts) + 1
-        neighbour_weight = similarity * SCORE_DECAYS[self.weighting_score](step)
-
+        prefix_weight = POSITION_WEIGHTS[self.weighting](query.last_position, query.lengths[query.rows])
+        candidates = self.index_.candidates(query, self.sample_size, weights=prefix_weight)
+        rows, similarity = candidates.rows, candidates.weighted_shared / query.n_distinct()[candidates.rows]
         positive = np.flatnonzero(similarity > 0)  # session-rec drops candidates of similarity 0
-        is_neighbour = np.zeros(sessions.size, dtype=bool)
-        is_neighbour[positive[top_k_mask(rows[positive], similarity[positive], sessions[positive], self.k)]] = True
-        keep = is_neighbour[entries.pair]
-        items = entries.items[keep]
-        values = neighbour_weight[entries.pair[keep]] * self.item_boost_[items]
-        return dense_scores(entry_rows[keep], items, values, query.n_rows, self.index_.n_columns)
+        top = positive[top_k_mask(rows[positive], similarity[positive], self.k)]
+
+        entries = self.index_.expand(candidates.sessions[top])
+        entry_rows = rows[top][entries.pair]
+        prefix_position = query.positions_of(entry_rows, entries.items)  # 0: item not in the prefix
+        step = query.lengths[rows[top]] - np.maximum.reduceat(prefix_position, entries.starts) + 1
+        neighbour_weight = similarity[top] * SCORE_DECAYS[self.weighting_score](step)
+        values = neighbour_weight[entries.pair] * self.item_boost_[entries.items]
+        return dense_scores(entry_rows, entries.items, values, query.n_rows, self.index_.n_columns)
 
     def describe(self) -> dict[str, Any]:
         """Name and hyperparameters."""
