@@ -6,12 +6,13 @@ this file holds only that common machinery, vectorised over a whole batch of pre
 1. `PrefixQuery.from_batch`: the distinct items of each left-padded prefix and the position of each
    item's last click (1 = oldest click, L = most recent);
 2. `SessionIndex.candidates`: for each prefix, the training sessions that share at least one item with it
-   (the union of the items' posting lists, one sparse product) and, of those, the ``sample_size`` most
-   recent (session-rec's ``sampling="recent"``);
-3. `SessionIndex.expand`: one entry per (candidate pair, item of the candidate session), from which each
-   model computes its own similarity and item weights with segment reductions;
-4. `top_k_mask` and `dense_scores`: the ``k`` most similar candidates of each prefix and the (B, V)
-   score matrix summed from per-entry contributions.
+   (the union of the items' posting lists: one sparse product), of those the ``sample_size`` most recent
+   (session-rec's ``sampling="recent"``), with the number of shared items and, given weights of the
+   prefix items, their weighted sum (a second product): all a similarity needs;
+3. `top_k_mask`: the ``k`` most similar candidates of each prefix (the neighbours);
+4. `SessionIndex.expand`: one entry per (neighbour, item of the neighbour session), from which each model
+   computes its item weights with segment reductions, and `dense_scores`: the (B, V) score matrix summed
+   from those entries.
 
 Training sessions are stored in recency order (by the timestamp of their last click, then by position in
 the data; by position alone when there are no timestamps, as the SR-GNN files are chronological), so
@@ -80,11 +81,12 @@ class PrefixQuery:
 
     def positions_of(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Last click position of ``items[j]`` in prefix ``rows[j]``, elementwise; 0 where it was not clicked."""
-        # A (B, U) table over the U distinct items of the batch keeps the lookup a plain gather.
+        # A (B, U + 1) table over the U distinct items of the batch keeps the lookup a plain gather; items
+        # absent from the batch map to column -1, the table's all-zero last column.
         batch_items = np.unique(self.items)
         column = np.full(int(max(items.max(initial=0), batch_items.max(initial=0))) + 1, -1, dtype=np.int64)
         column[batch_items] = np.arange(batch_items.size)
-        table = np.zeros((self.n_rows, batch_items.size + 1), dtype=np.int64)  # last column: "not clicked"
+        table = np.zeros((self.n_rows, batch_items.size + 1), dtype=np.int64)
         table[self.rows, column[self.items]] = self.last_position
         return table[rows, column[items]]
 
