@@ -37,7 +37,7 @@ def trained_run(dataset: PreparedDataset) -> Path:
         from hiersrec.train.run import TrainingData, fit_run
 
         model = HierSRecConfig(d_model=16, n_heads=2, d_ff=32, max_len=RUN_MAX_LEN, d_category=8, d_feed=8)
-        train = TrainConfig(epochs=3, batch_size=64, warmup_steps=5, show_progress=False, device="cpu", seed=1)
+        train = TrainConfig(epochs=3, batch_targets=256, warmup_steps=5, show_progress=False, device="cpu", seed=1)
         directory = Path(tempfile.mkdtemp(prefix="hiersrec-test-run-"))
         atexit.register(shutil.rmtree, directory, True)
         fit_run(RunConfig(data=DataConfig(), model=model, train=train), TrainingData.from_prepared(dataset), directory)

@@ -5,6 +5,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from hiersrec.data.batching import prefix_batch  # noqa: E402
+from hiersrec.errors import DataError  # noqa: E402
 from hiersrec.recommend import Recommender  # noqa: E402
 from hiersrec.serve.app import MAX_BODY_BYTES, create_app  # noqa: E402
 from hiersrec.serve.schemas import MAX_K, MAX_SESSION_LENGTH, MAX_SESSIONS  # noqa: E402
@@ -169,3 +170,42 @@ def test_served_scores_equal_evaluated_scores(client, tiny_shop, model):
         target_item = int(tiny_shop.test.items[target])
         served = {e["item_id"]: e["score"] for e in result["items"]}
         assert served[f"i{target_item}"] == pytest.approx(evaluated[row, target_item].item(), rel=1e-6)
+
+
+class CountingRecommender:
+    """Wraps a Recommender and records the size of every model call."""
+
+    def __init__(self, recommender):
+        self.recommender, self.calls = recommender, []
+
+    def recommend_batch(self, sessions, **options):
+        self.calls.append(len(sessions))
+        return self.recommender.recommend_batch(sessions, **options)
+
+
+def test_micro_batching_merges_concurrent_requests_without_changing_answers(tiny_shop, model):
+    import asyncio
+
+    from hiersrec.serve.batching import MicroBatcher
+
+    recommender = Recommender(model, tiny_shop.vocab, tiny_shop.catalog, tiny_shop.train.item_counts(37))
+    counting = CountingRecommender(recommender)
+    sessions = [[f"i{1 + i}", f"i{2 + i}"] for i in range(12)]
+
+    async def scenario():
+        batcher = MicroBatcher(counting, max_sessions=5)
+        batcher.start()
+        same = [batcher.recommend([s], [[]], {"k": 4}) for s in sessions]
+        other = batcher.recommend([sessions[0]], [[]], {"k": 2})
+        failing = batcher.recommend([sessions[0]], [[]], {"k": 4, "categories": ["nope"]})
+        results = await asyncio.gather(*same, other, failing, return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    *merged, other, failing = asyncio.run(scenario())
+    for session, [result] in zip(sessions, merged, strict=True):
+        alone = recommender.recommend(session, k=4)
+        assert result.item_ids == alone.item_ids and result.scores == pytest.approx(alone.scores, rel=1e-5)
+    assert len(other[0].item_ids) == 2 and isinstance(failing, DataError)
+    # 12 requests with k=4 in chunks of at most 5 sessions, plus one k=2 call and the failing one.
+    assert sorted(counting.calls) == [1, 1, 2, 5, 5]

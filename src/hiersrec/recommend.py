@@ -8,6 +8,8 @@ vocabulary and catalogue. It is stateless: a recommendation is a pure function o
   or nothing (``"empty"``) when no item popularity was given.
 * Sessions longer than the model's ``max_len`` keep their most recent clicks (as in training and evaluation).
 * Scores are the model's own ``score`` (the evaluated scores); equal scores are ordered by ascending item index.
+  For HierSRec they are computed as ``encode(batch).item_query @ item_output_embeddings().T`` with the item
+  embeddings computed once: a `Recommender` serves the weights it was built with.
 * A session scores the same alone or in a batch.
 * With a candidate budget (HierSRec only), only the items of the most probable predicted categories are
   ranked, through `hiersrec.retrieval.index.CategoryIndex`.
@@ -106,7 +108,12 @@ class Recommender:
         if popularity is None:
             logger.warning("no item popularity given: sessions without a known click will get no recommendation")
         self._no_candidates_reason = candidate_support(model)
-        self._index = None if self._no_candidates_reason else CategoryIndex.from_model(model, catalog)
+        self._item_embeddings = None  # (V, D') item output embeddings, computed once (HierSRec recomputes them)
+        self._index = None
+        if self._no_candidates_reason is None:
+            with torch.inference_mode():
+                self._item_embeddings = model.item_output_embeddings().detach().float().clone()
+            self._index = CategoryIndex.from_catalog(self._item_embeddings, catalog)
 
     @classmethod
     def from_artifact(cls, run_dir: str | Path, **kwargs: Any) -> Recommender:
@@ -228,11 +235,14 @@ class Recommender:
         items, lengths = left_pad(sessions, self.max_len)
         batch = make_batch(items, lengths, self.catalog)
         exclude = _padded(excluded)
+        if self._item_embeddings is None:
+            return top_k(self._mask(self.model.score(batch).float(), exclude, allowed), k)
+        query = self.model.encode(batch)
         if budget is not None:
-            query = self.model.encode(batch)
             selected = select_categories(query.category_logits, self._index.sizes, budget, allowed)
             return self._index.search(query.item_query, k, selected=selected, exclude=exclude)
-        scores = self.model.score(batch).float()
+        # The model's score(), without recomputing every item's output embedding for each request.
+        scores = query.item_query.float() @ self._item_embeddings.T  # (B, V)
         return top_k(self._mask(scores, exclude, allowed), k)
 
     def _rank_popular(self, excluded, k, allowed):

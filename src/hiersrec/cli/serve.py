@@ -19,6 +19,9 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level: critical, error, warning, info, debug.")] = (
         "info"
     ),
+    threads: Annotated[
+        int, typer.Option(min=0, help="torch threads per request (0 = torch's default); 1 suits many clients.")
+    ] = 0,
 ) -> None:
     """Serve RUN over HTTP: POST /recommend, GET /health, GET /model; OpenAPI docs at /docs."""
     try:
@@ -27,7 +30,12 @@ def serve(
         from hiersrec.serve.app import create_app
     except ImportError as error:
         raise ConfigError(f"hiersrec serve needs the 'serve' extra ({error}); pip install 'hiersrec[serve]'") from None
+    import torch
+
     from hiersrec.recommend import Recommender
+
+    if threads:
+        torch.set_num_threads(threads)
 
     # Loaded here, before the server starts, so that a bad run directory is a one-line error with its exit code.
     uvicorn.run(create_app(Recommender.from_artifact(run)), host=host, port=port, log_level=log_level)

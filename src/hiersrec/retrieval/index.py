@@ -170,13 +170,6 @@ class CategoryIndex:
         """Index laid out by the catalogue's item categories."""
         return cls(item_embeddings, CategoryLayout.from_catalog(catalog))
 
-    @classmethod
-    def from_model(cls, model: Any, catalog: ItemCatalog) -> CategoryIndex:
-        """Index of a model that exposes ``item_output_embeddings() -> (V, D)`` (HierSRec)."""
-        with torch.inference_mode():
-            embeddings = model.item_output_embeddings()
-        return cls.from_catalog(embeddings.clone(), catalog)
-
     @property
     def n_items(self) -> int:
         """Number of real items."""

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 import hiersrec
 from hiersrec.errors import HierSRecError
 from hiersrec.recommend import Recommender
+from hiersrec.serve.batching import MicroBatcher
 from hiersrec.serve.schemas import (
     ErrorResponse,
     HealthResponse,
@@ -40,7 +41,8 @@ MAX_BODY_BYTES = 4 * 1024 * 1024  # a full request of MAX_SESSIONS long sessions
 def create_app(run: str | Path | Recommender) -> FastAPI:
     """HTTP app serving recommendations from one trained run directory.
 
-    The run is loaded once, in the app's lifespan (not at import, not per request).
+    The run is loaded once, in the app's lifespan (not at import, not per request). Concurrent requests
+    with the same options are scored together (`MicroBatcher`), which does not change an answer.
 
     Args:
         run: a run directory (`Recommender.from_artifact`), or a ready `Recommender`.
@@ -53,8 +55,11 @@ def create_app(run: str | Path | Recommender) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.recommender = run if isinstance(run, Recommender) else Recommender.from_artifact(run)
+        app.state.batcher = MicroBatcher(app.state.recommender)
+        app.state.batcher.start()
         logger.info("serving %s", app.state.recommender.describe().get("model"))
         yield
+        await app.state.batcher.stop()
 
     app = FastAPI(
         title="hiersrec",
@@ -65,16 +70,17 @@ def create_app(run: str | Path | Recommender) -> FastAPI:
     _add_error_handlers(app)
 
     @app.post("/recommend", response_model=RecommendResponse, responses={413: {"model": ErrorResponse}})
-    def recommend(body: RecommendRequest, request: Request) -> RecommendResponse | JSONResponse:
+    async def recommend(body: RecommendRequest, request: Request) -> RecommendResponse | JSONResponse:
         """Top-k items for each session (raw item ids, oldest click first)."""
+        options = {
+            "k": body.k,
+            "exclude_seen": body.exclude_seen,
+            "categories": body.categories,
+            "candidate_budget": body.candidate_budget,
+        }
         try:
-            results = request.app.state.recommender.recommend_batch(
-                [session.items for session in body.sessions],
-                body.k,
-                exclude=[session.exclude for session in body.sessions],
-                exclude_seen=body.exclude_seen,
-                categories=body.categories,
-                candidate_budget=body.candidate_budget,
+            results = await request.app.state.batcher.recommend(
+                [session.items for session in body.sessions], [session.exclude for session in body.sessions], options
             )
         except NotImplementedError as error:  # a candidate budget for a model without a category head
             return _error(422, f"candidate_budget: {error}")

@@ -1,0 +1,199 @@
+"""Load test of ``hiersrec serve`` on loopback: latency percentiles and throughput at several concurrencies.
+
+Starts the service for a run directory in a subprocess (127.0.0.1, a free port), waits for ``/health``, then
+for each concurrency level runs that many clients, each sending one-session ``POST /recommend`` requests back
+to back until the level's request count is reached (after a warm-up). Sessions are test-split prefixes of
+``--data`` (raw ids, as a client would send them) or, without it, random sessions of the run's items.
+
+Clients and server share this machine's cores, so the figures include the client's own CPU use.
+
+Usage:
+    python benchmarks/serve_load.py --run runs/hiersrec-dgn --data ../shared/data/diginetica/srgnn_cat
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from hiersrec.provenance import provenance
+
+RESULTS = Path(__file__).parent / "results"
+TARGET_P99_MS = 20.0  # issue 4: p99 under 20 ms at 8 concurrent clients, no errors
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, required=True, help="trained run directory to serve")
+    parser.add_argument("--data", default=None, help="dataset whose test sessions are sent (default: random)")
+    parser.add_argument("--concurrency", default="1,8,32", help="concurrent clients, comma-separated")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per concurrency level")
+    parser.add_argument("--warmup", type=int, default=100, help="untimed requests before each level")
+    parser.add_argument("--k", type=int, default=20)
+    parser.add_argument("--candidate-budget", default=None, help="send this candidate_budget (e.g. 4%%)")
+    parser.add_argument("--server-threads", type=int, default=1, help="torch threads of the server")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="results stem (default results/serve_load-...)")
+    return parser.parse_args(argv)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def sample_sessions(args: argparse.Namespace, n: int) -> list[list[str]]:
+    """Raw-id sessions to send: test-split prefixes of --data, else random sessions of the run's items."""
+    rng = np.random.default_rng(args.seed)
+    if args.data:
+        from hiersrec.data.storage import open_dataset
+
+        dataset = open_dataset(args.data)
+        test = dataset.test
+        targets = rng.choice(test.target_positions(), size=n)
+        starts = test.session_starts()[targets]
+        return [dataset.vocab.decode_items(test.items[s:t]) for s, t in zip(starts, targets, strict=True)]
+    vocab = json.loads((args.run / "vocab.json").read_text())["item_ids"][1:]
+    lengths = rng.integers(1, 11, size=n)
+    return [[vocab[i] for i in rng.integers(0, len(vocab), size=length)] for length in lengths]
+
+
+def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen:
+    command = [
+        sys.executable,
+        "-c",
+        "from hiersrec.cli import main; main()",
+        "serve",
+        str(args.run),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--threads",
+        str(args.server_threads),
+    ]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"the server exited with {server.returncode}: {server.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    server.kill()
+    raise SystemExit("the server did not answer /health within 300 s")
+
+
+async def run_level(url: str, sessions: list[list[str]], concurrency: int, n_requests: int, args) -> dict:
+    """``concurrency`` clients sending ``n_requests`` requests in all; per-request latencies and errors."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    counter = iter(range(n_requests))
+    extra = {"candidate_budget": args.candidate_budget} if args.candidate_budget else {}
+
+    async def client(http: httpx.AsyncClient) -> None:
+        for index in counter:
+            body = {"sessions": [{"items": sessions[index % len(sessions)]}], "k": args.k, **extra}
+            started = time.perf_counter()
+            try:
+                response = await http.post(url, json=body)
+                if response.status_code != 200:
+                    errors.append(f"{response.status_code}: {response.text[:200]}")
+            except httpx.HTTPError as error:
+                errors.append(repr(error))
+            latencies.append(1e3 * (time.perf_counter() - started))
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30.0) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(concurrency)))
+        seconds = time.perf_counter() - started
+    values = np.array(latencies)
+    return {
+        "concurrency": concurrency,
+        "requests": n_requests,
+        "errors": len(errors),
+        "first_errors": errors[:3],
+        "p50_ms": float(np.percentile(values, 50)),
+        "p90_ms": float(np.percentile(values, 90)),
+        "p99_ms": float(np.percentile(values, 99)),
+        "max_ms": float(values.max()),
+        "throughput_rps": n_requests / seconds,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    sessions = sample_sessions(args, max(args.requests, 1000))
+    port = free_port()
+    load_before = os.getloadavg()
+    server = start_server(args, port)
+    url = f"http://127.0.0.1:{port}/recommend"
+    results = []
+    try:
+        model = httpx.get(f"http://127.0.0.1:{port}/model", timeout=10.0).json()
+        for concurrency in levels:
+            asyncio.run(run_level(url, sessions, concurrency, args.warmup, args))
+            results.append(asyncio.run(run_level(url, sessions, concurrency, args.requests, args)))
+            print(json.dumps(results[-1]), file=sys.stderr)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    at_8 = next((r for r in results if r["concurrency"] == 8), None)
+    payload = {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join(["python", "benchmarks/serve_load.py", *(argv if argv is not None else sys.argv[1:])]),
+        "provenance": provenance(),
+        "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "model": {"name": model.get("name"), "data_fingerprint": model.get("data_fingerprint")},
+        "sessions": "test-split prefixes of " + args.data if args.data else "random sessions of the run's items",
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "results": results,
+        "target": {
+            "p99_ms_at_8": TARGET_P99_MS,
+            "met": bool(at_8 and at_8["p99_ms"] < TARGET_P99_MS and at_8["errors"] == 0),
+        },
+    }
+    stem = args.out or RESULTS / f"serve_load-{args.run.name}-{dt.date.today().isoformat()}"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
+    rows = "\n".join(
+        f"| {r['concurrency']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
+        f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['throughput_rps']:.0f} |"
+        for r in results
+    )
+    verdict = "met" if payload["target"]["met"] else "NOT met"
+    markdown = (
+        f"# Serving load test: {args.run.name} ({payload['date']})\n\n"
+        f"Command: `{payload['command']}`  \nCommit: {payload['provenance']['commit']}; machine: "
+        f"{payload['provenance']['machine']}; load average before/after: {payload['load_before']} / "
+        f"{payload['load_after']}. Client and server share the machine; other jobs were running.\n\n"
+        f"Model: {payload['model']['name']}; sessions: {payload['sessions']}; one session per request, k = "
+        f"{args.k}" + (f", candidate_budget {args.candidate_budget}" if args.candidate_budget else "") + ".\n\n"
+        "| clients | requests | errors | p50 ms | p90 ms | p99 ms | max ms | requests/s |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+        f"{rows}\n\nTarget (issue 4): p99 < {TARGET_P99_MS:.0f} ms at 8 clients with no errors: {verdict}.\n"
+    )
+    stem.with_suffix(".md").write_text(markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Opportunistic micro-batching: concurrent requests with the same options share one model call.
+
+Scoring eight sessions at once costs little more than scoring one (the model's per-call overhead dominates
+at serving batch sizes), so under load the service groups the requests that arrived while the previous model
+call ran. Nothing waits on purpose: a request arriving at an idle service is scored at once. Model calls run
+one at a time in a worker thread, so the event loop keeps reading and validating requests meanwhile.
+
+A session scores the same alone or in a batch (`hiersrec.recommend.Recommender`; up to float rounding in the
+last digits, as the padded width changes), so batching does not change an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from hiersrec.recommend import Recommendation, Recommender
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pending:
+    sessions: Sequence[Sequence[object]]
+    exclude: Sequence[Sequence[object]]
+    options: dict[str, Any]
+    future: asyncio.Future = field(repr=False)
+
+    @property
+    def key(self) -> Hashable:
+        # Requests are merged only when every shared option is the same.
+        return tuple((name, tuple(v) if isinstance(v, list) else v) for name, v in sorted(self.options.items()))
+
+
+class MicroBatcher:
+    """Queue of `recommend_batch` calls, merged per identical options, run one model call at a time.
+
+    Example:
+        >>> batcher = MicroBatcher(recommender)  # doctest: +SKIP
+        >>> batcher.start()  # inside the running event loop  # doctest: +SKIP
+        >>> results = await batcher.recommend([["1", "2"]], [[]], {"k": 10})  # doctest: +SKIP
+    """
+
+    def __init__(self, recommender: Recommender, max_sessions: int = 512) -> None:
+        """Serve ``recommender``; at most ``max_sessions`` sessions per merged model call."""
+        self.recommender = recommender
+        self.max_sessions = max_sessions
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._task: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hiersrec-model")
+
+    def start(self) -> None:
+        """Start the batching loop in the running event loop."""
+        self._queue = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop the loop and the worker thread."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    async def recommend(
+        self, sessions: Sequence[Sequence[object]], exclude: Sequence[Sequence[object]], options: dict[str, Any]
+    ) -> list[Recommendation]:
+        """`Recommender.recommend_batch(sessions, exclude=exclude, **options)`, possibly merged with others."""
+        assert self._queue is not None, "MicroBatcher.start() was not called"
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(sessions, exclude, options, future))
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            waiting = [await self._queue.get()]
+            while not self._queue.empty():
+                waiting.append(self._queue.get_nowait())
+            groups: dict[Hashable, list[_Pending]] = {}
+            for pending in waiting:
+                groups.setdefault(pending.key, []).append(pending)
+            for group in groups.values():
+                for chunk in self._chunks(group):
+                    await self._score(loop, chunk)
+
+    def _chunks(self, group: list[_Pending]) -> list[list[_Pending]]:
+        chunks, current, size = [], [], 0
+        for pending in group:
+            if current and size + len(pending.sessions) > self.max_sessions:
+                chunks.append(current)
+                current, size = [], 0
+            current.append(pending)
+            size += len(pending.sessions)
+        return [*chunks, current] if current else chunks
+
+    async def _score(self, loop: asyncio.AbstractEventLoop, chunk: list[_Pending]) -> None:
+        sessions = [s for pending in chunk for s in pending.sessions]
+        exclude = [e for pending in chunk for e in pending.exclude]
+        options = chunk[0].options
+        try:
+            results = await loop.run_in_executor(
+                self._executor, lambda: self.recommender.recommend_batch(sessions, exclude=exclude, **options)
+            )
+        except Exception as error:  # the same options gave every request of the chunk the same error
+            for pending in chunk:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+            return
+        start = 0
+        for pending in chunk:
+            if not pending.future.done():  # the client may have gone away
+                pending.future.set_result(results[start : start + len(pending.sessions)])
+            start += len(pending.sessions)
