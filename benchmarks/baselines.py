@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--datasets", nargs="+", default=["diginetica", "yoochoose1_64"])
     parser.add_argument("--models", nargs="+", default=list(BASELINES), choices=list(BASELINES))
-    parser.add_argument("--trials", type=int, default=12, help="configurations tried per baseline (defaults incl.)")
+    parser.add_argument("--trials", type=int, default=10, help="configurations tried per baseline (defaults incl.)")
     parser.add_argument("--valid-fraction", type=float, default=0.1)
     parser.add_argument("--max-valid-sessions", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
@@ -143,8 +143,10 @@ def provenance() -> dict[str, Any]:
 
     return {
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-        "commit": git("rev-parse", "--short", "HEAD")
-        + ("-dirty" if git("status", "--porcelain", "--", "src", "benchmarks/baselines.py") else ""),
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "uncommitted_changes": git(
+            "status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks"
+        ).splitlines(),
         "machine": f"{cpu_name()}, {os.cpu_count()} logical CPUs (shared with other jobs), {platform.platform()}",
         "software": f"python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -189,7 +191,9 @@ def markdown(records: list[dict[str, Any]]) -> str:
             )
         lines += [
             "",
-            f"Command: `{record['command']}`; commit `{record['commit']}`; {record['date']}.",
+            f"Command: `{record['command']}`; commit `{record['commit']}`"
+            + (f" (uncommitted: {', '.join(record['uncommitted_changes'])})" if record["uncommitted_changes"] else "")
+            + f"; {record['date']}.",
             f"Machine: {record['machine']}; {record['software']}. Times are wall seconds on shared cores "
             "(pessimistic); eval s includes the evaluator's ranking of all items.",
             "",
