@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import hiersrec
 from hiersrec.errors import HierSRecError
@@ -36,6 +37,7 @@ from hiersrec.serve.schemas import (
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a full request of MAX_SESSIONS long sessions fits well within this
+_TOO_LARGE = f"request body: larger than {MAX_BODY_BYTES} bytes; send fewer sessions per request"
 
 
 def create_app(run: str | Path | Recommender) -> FastAPI:
@@ -69,7 +71,12 @@ def create_app(run: str | Path | Recommender) -> FastAPI:
     )
     _add_error_handlers(app)
 
-    @app.post("/recommend", response_model=RecommendResponse, responses={413: {"model": ErrorResponse}})
+    @app.post(
+        "/recommend",
+        response_model=RecommendResponse,
+        responses={413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+        max_body_size=MAX_BODY_BYTES,
+    )
     async def recommend(body: RecommendRequest, request: Request) -> RecommendResponse | JSONResponse:
         """Top-k items for each session (raw item ids, oldest click first)."""
         options = {
@@ -133,13 +140,33 @@ def _error(status: int, message: str, detail: list[dict[str, Any]] | None = None
     return JSONResponse(status_code=status, content={"error": message, "detail": detail or []})
 
 
+class _DeclaredBodyLimit:
+    """Answers a request whose Content-Length exceeds the limit before reading it, in the service's error shape.
+
+    A plain ASGI middleware (no per-request task), so it costs nothing on normal requests. Bodies streamed
+    without a Content-Length are cut by the route's own ``max_body_size``.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length", b"0")
+            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                await _error(413, _TOO_LARGE)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def _add_error_handlers(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def limit_body_size(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return _error(413, f"request body: larger than {MAX_BODY_BYTES} bytes; send fewer sessions per request")
-        return await call_next(request)
+    app.add_middleware(_DeclaredBodyLimit)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        # Routing errors (404, 405) and FastAPI's body-size limit (413) in the service's error shape.
+        message = str(error.detail)
+        return _error(error.status_code, _TOO_LARGE if error.status_code == 413 else message)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
