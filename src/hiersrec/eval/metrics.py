@@ -50,6 +50,7 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, ties: TiePolicy = 
     higher = (real > target_scores).sum(dim=1).float()
     return (higher + 1.0 + at_least) / 2.0
 
+
 def hit_rate_at(ranks: torch.Tensor, k: int) -> torch.Tensor:
     """Per-case hit indicator: 1 where the target ranks within the top ``k`` (HR@k; never "P@k")."""
     return (ranks <= k).float()
