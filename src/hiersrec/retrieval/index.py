@@ -214,21 +214,25 @@ class CategoryIndex:
         return _trim(ids, values, k, self.n_items)
 
     def _candidates_one(self, query: torch.Tensor, selected: torch.Tensor):
-        # All candidate scores of one query. Consecutive category indices are adjacent in the layout, so a
-        # run of them is read as one slice.
-        categories = selected.nonzero().squeeze(1).numpy()
-        if categories.size == 0:
-            return torch.zeros((1, 0), dtype=torch.int64), torch.zeros((1, 0))
-        breaks = np.flatnonzero(np.diff(categories) != 1) + 1
-        firsts = categories[np.concatenate([[0], breaks])]
-        lasts = categories[np.concatenate([breaks - 1, [categories.size - 1]])]
-        slices = [
-            slice(int(self.starts[first]), int(self.starts[last] + self.sizes[last]))
-            for first, last in zip(firsts, lasts, strict=True)
-        ]
-        scores = torch.cat([torch.mv(self.embeddings[part], query) for part in slices])
-        ids = torch.cat([self.order[part] for part in slices])
-        return ids.unsqueeze(0), scores.unsqueeze(0)
+        # All candidate scores of one query, written slice by slice into one buffer. Categories adjacent in
+        # the layout (consecutive indices) form one run, read as a single slice.
+        runs: list[list[int]] = []
+        for category in selected.nonzero().squeeze(1).tolist():
+            start = self._starts[category]
+            end = start + self._sizes[category]
+            if runs and runs[-1][1] == start:
+                runs[-1][1] = end
+            else:
+                runs.append([start, end])
+        total = sum(end - start for start, end in runs)
+        scores, ids = torch.empty((1, total)), torch.empty((1, total), dtype=torch.int64)
+        column = 0
+        for start, end in runs:
+            width = end - start
+            torch.mv(self.embeddings[start:end], query, out=scores[0, column : column + width])
+            ids[0, column : column + width] = self.order[start:end]
+            column += width
+        return ids, scores
 
     def _dense_is_cheaper(self, selected: torch.Tensor, dim: int) -> bool:
         # Multiply-adds of each strategy, plus the fixed cost of each distinct block.
