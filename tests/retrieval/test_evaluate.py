@@ -100,3 +100,22 @@ def test_a_trained_hiersrec_run_full_budget_equals_its_evaluation(tiny_shop):
     # One category of five: the next click's category is the predicted one in about cat_acc@1 of the cases.
     assert report.budgets[0].candidate_recall == pytest.approx(reference.metrics["cat_acc@1"], abs=1e-6)
     assert report.budgets[0].single_ms_p50 is not None  # HierSRec's own search is timed
+
+
+@pytest.mark.parametrize("ties", ["pessimistic", "optimistic", "mean"])
+def test_ranks_from_category_counts_equal_ranks_of_masked_scores(ties):
+    from hiersrec.eval.metrics import target_ranks
+    from hiersrec.retrieval.category import candidate_mask
+    from hiersrec.retrieval.evaluate import _counts_by_category, _ranks
+
+    generator = torch.Generator().manual_seed(0)
+    item_category = torch.tensor([0] + [1 + i % 4 for i in range(30)])
+    scores = torch.randint(0, 5, (40, 31), generator=generator).float()  # many ties
+    scores[:, 0] = NEG
+    targets = torch.randint(1, 31, (40,), generator=generator)
+    selected = torch.rand(40, 5, generator=generator) < 0.5
+    selected[:, 0] = False
+    selected[torch.arange(40), item_category[targets]] = True  # targets inside: outside is a miss anyway
+    masked = scores.masked_fill(~candidate_mask(selected, item_category), NEG)
+    counts = _counts_by_category(scores, targets, item_category, 5)
+    assert torch.equal(_ranks(counts, selected, ties), target_ranks(masked, targets, ties))

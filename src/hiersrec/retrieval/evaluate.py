@@ -27,7 +27,7 @@ from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
 from hiersrec.eval.metrics import RANK_METRICS, TiePolicy, target_ranks
 from hiersrec.eval.protocol import describe_model
-from hiersrec.retrieval.category import CandidateBudget, CategoryLayout, candidate_mask, select_categories
+from hiersrec.retrieval.category import CandidateBudget, CategoryLayout, select_categories
 from hiersrec.retrieval.index import CategoryIndex, ExactIndex, candidate_support, top_k
 
 DEFAULT_BUDGETS: tuple[str, ...] = ("1%", "2%", "4%", "8%", "16%", "100%")
@@ -46,7 +46,7 @@ class BudgetResult:
         relative: each metric divided by its full-ranking value (1.0 = nothing lost).
         mean_candidate_fraction: mean share of the catalogue ranked.
         mean_categories: mean number of categories taken.
-        batch_ms_per_case: search time per case in the evaluation batches (None without a query model).
+        batch_ms_per_case: search time per case in the first evaluation batches (None without a query model).
         single_ms_p50: median search time of one session alone (None when not timed).
         single_ms_p99: 99th percentile of the same.
     """
@@ -103,6 +103,7 @@ class _Sums:
     def __init__(self) -> None:
         self.values: dict[str, float] = {}
         self.seconds = 0.0
+        self.timed_cases = 0
         self.single: list[float] = []
 
     def add(self, key: str, values: torch.Tensor) -> None:
@@ -123,6 +124,7 @@ def evaluate_candidates(
     ties: TiePolicy = "pessimistic",
     batch_size: int = 512,
     max_len: int = 50,
+    timed_cases: int = 4096,
     single_session_sample: int = 200,
     show_progress: bool = False,
 ) -> CandidateReport:
@@ -139,6 +141,7 @@ def evaluate_candidates(
         ties: tie policy of the ranks.
         batch_size: cases scored at once.
         max_len: longest prefix given to the model.
+        timed_cases: cases (the first batches) whose batched search is timed.
         single_session_sample: cases (the first ones) whose search is also timed one session at a time.
         show_progress: progress bar on stderr.
 
@@ -156,7 +159,6 @@ def evaluate_candidates(
     indexes = _indexes(model, catalog)
     targets = sessions.target_positions(protocol)
     sums = {label: _Sums() for label in labels}
-    n_timed = 0
     started = time.perf_counter()
     batches = iter_prefix_batches(sessions, catalog, targets, batch_size, max_len)
     with (
@@ -164,31 +166,29 @@ def evaluate_candidates(
         tqdm(total=targets.size, desc="candidates", unit="case", disable=not show_progress, leave=False) as bar,
     ):
         for batch in batches:
-            scores = model.score(batch).float()  # (B, V)
-            category_scores = model.score_categories(batch).float()  # (B, C)
-            rows = torch.arange(len(batch))
+            scores, category_scores, query = _score(model, batch, indexes)  # (B, V), (B, C)
             _add_ranks(sums["full"], target_ranks(scores, batch.target_items, ties), k)
+            counts = _counts_by_category(scores, batch.target_items, item_category, sizes.numel())
+            target_category = item_category[batch.target_items].unsqueeze(1)  # (B, 1)
             full_ids, full_scores = top_k(scores, k)  # (B, k)
+            full_real = full_scores > float("-inf")
             for budget, label in zip(parsed, labels[1:], strict=True):
-                selected = select_categories(category_scores, sizes, budget)
-                candidates = candidate_mask(selected, item_category)  # (B, V)
-                inside = candidates[rows, batch.target_items]
-                masked = scores.masked_fill(~candidates, float("-inf"))
-                _add_ranks(
-                    sums[label], torch.where(inside, target_ranks(masked, batch.target_items, ties), torch.inf), k
-                )
+                selected = select_categories(category_scores, sizes, budget)  # (B, C)
+                inside = selected.gather(1, target_category).squeeze(1)
+                _add_ranks(sums[label], torch.where(inside, _ranks(counts, selected, ties), torch.inf), k)
                 sums[label].add("recall", inside)
-                sums[label].add("overlap", _overlap(masked, full_ids, full_scores, k))
-                sums[label].add("fraction", candidates.sum(dim=1) / catalog.n_items)
+                # A full-ranking top-k item that is a candidate is also in the candidates' top k.
+                kept = selected.gather(1, item_category[full_ids]) & full_real
+                sums[label].add("overlap", kept.sum(dim=1) / full_real.sum(dim=1).clamp(min=1))
+                sums[label].add("fraction", (selected * sizes).sum(dim=1) / catalog.n_items)
                 sums[label].add("categories", selected.sum(dim=1))
-            if indexes is not None:
-                n_single = min(len(batch), single_session_sample - n_timed)
-                _time_search(model, batch, indexes, parsed, labels, sums, k, sizes, n_single)
-                n_timed += n_single
+            n_timed = sums["full"].timed_cases
+            if indexes is not None and n_timed < timed_cases:
+                n_single = max(0, min(len(batch), single_session_sample - n_timed))
+                _time_search(query, indexes, parsed, labels, sums, k, sizes, n_single)
             bar.update(len(batch))
     n_cases = int(targets.size)
-    timed = indexes is not None
-    rows_out = [_result(label, sums, n_cases, catalog.n_categories, timed) for label in labels]
+    rows_out = [_result(label, sums, n_cases, catalog.n_categories) for label in labels]
     return CandidateReport(
         protocol=protocol,
         ties=ties,
@@ -211,13 +211,37 @@ def _indexes(model: Any, catalog: ItemCatalog) -> tuple[ExactIndex, CategoryInde
     return ExactIndex(embeddings), CategoryIndex.from_catalog(embeddings, catalog)
 
 
-def _overlap(masked: torch.Tensor, full_ids: torch.Tensor, full_scores: torch.Tensor, k: int) -> torch.Tensor:
-    # (B,) share of the full ranking's top-k (real items only) that the candidates' top-k also holds.
-    ids, values = top_k(masked, k)
-    full_real = full_scores > float("-inf")  # (B, k)
-    match = (ids.unsqueeze(2) == full_ids.unsqueeze(1)) & full_real.unsqueeze(1)  # (B, k, k)
-    found = match.any(dim=2) & (values > float("-inf"))
-    return found.sum(dim=1) / full_real.sum(dim=1).clamp(min=1)
+def _score(model: Any, batch: Any, indexes: tuple[ExactIndex, CategoryIndex] | None):
+    # With a query model, one encode gives both heads; its item scores are exactly `model.score`'s.
+    if indexes is None:
+        return model.score(batch).float(), model.score_categories(batch).float(), None
+    query = model.encode(batch)
+    scores = query.item_query.float() @ indexes[0].item_embeddings.T
+    scores[:, 0] = float("-inf")
+    return scores, query.category_logits.float(), query
+
+
+def _counts_by_category(scores: torch.Tensor, targets: torch.Tensor, item_category: torch.Tensor, n_columns: int):
+    # (B, C) items of each category scoring above, and equal to, each row's target: every budget's rank is a
+    # sum over its chosen categories, so the (B, V) comparison is done once per batch, not once per budget.
+    target_scores = scores.gather(1, targets.unsqueeze(1))
+    index = item_category.expand(scores.shape)
+    above = torch.zeros((scores.shape[0], n_columns), dtype=torch.int32).scatter_add_(
+        1, index, (scores > target_scores).int()
+    )
+    equal = torch.zeros_like(above).scatter_add_(1, index, (scores == target_scores).int())
+    return above, equal
+
+
+def _ranks(counts: tuple[torch.Tensor, torch.Tensor], selected: torch.Tensor, ties: TiePolicy) -> torch.Tensor:
+    # Rank among the chosen categories' items under the tie policy of `target_ranks` (target assumed inside).
+    above = (counts[0] * selected).sum(dim=1).float()
+    equal_others = (counts[1] * selected).sum(dim=1).float() - 1.0
+    if ties == "optimistic":
+        return above + 1.0
+    if ties == "pessimistic":
+        return above + equal_others + 1.0
+    return above + 1.0 + equal_others / 2.0
 
 
 def _add_ranks(sums: _Sums, ranks: torch.Tensor, k: int) -> None:
@@ -225,9 +249,8 @@ def _add_ranks(sums: _Sums, ranks: torch.Tensor, k: int) -> None:
         sums.add(f"{name}@{k}", per_case(ranks, k))
 
 
-def _time_search(model, batch, indexes, budgets, labels, sums, k, sizes, n_single) -> None:
+def _time_search(query, indexes, budgets, labels, sums, k, sizes, n_single) -> None:
     exact, by_category = indexes
-    query = model.encode(batch)
     searches = {"full": lambda q, _c: exact.search(q, k)}
     for budget, label in zip(budgets, labels[1:], strict=True):
         searches[label] = lambda q, c, budget=budget: by_category.search(
@@ -237,13 +260,14 @@ def _time_search(model, batch, indexes, budgets, labels, sums, k, sizes, n_singl
         started = time.perf_counter()
         search(query.item_query, query.category_logits)
         sums[label].seconds += time.perf_counter() - started
+        sums[label].timed_cases += query.item_query.shape[0]
         for row in range(n_single):
             started = time.perf_counter()
             search(query.item_query[row : row + 1], query.category_logits[row : row + 1])
             sums[label].single.append(time.perf_counter() - started)
 
 
-def _result(label: str, all_sums: dict[str, _Sums], n_cases: int, n_categories: int, timed: bool) -> BudgetResult:
+def _result(label: str, all_sums: dict[str, _Sums], n_cases: int, n_categories: int) -> BudgetResult:
     sums, full = all_sums[label], all_sums["full"]
     metric_keys = [key for key in sums.values if "@" in key]
     metrics = {key: sums.mean(key, n_cases) for key in metric_keys}
@@ -261,7 +285,7 @@ def _result(label: str, all_sums: dict[str, _Sums], n_cases: int, n_categories: 
         relative=relative,
         mean_candidate_fraction=1.0 if is_full else sums.mean("fraction", n_cases),
         mean_categories=float(n_categories) if is_full else sums.mean("categories", n_cases),
-        batch_ms_per_case=1e3 * sums.seconds / max(n_cases, 1) if timed else None,
+        batch_ms_per_case=1e3 * sums.seconds / sums.timed_cases if sums.timed_cases else None,
         single_ms_p50=float(np.percentile(single, 50)) if single.size else None,
         single_ms_p99=float(np.percentile(single, 99)) if single.size else None,
     )
