@@ -12,21 +12,14 @@ import torch.nn.functional as F
 
 from hiersrec.data.batching import left_pad, make_batch, prefix_batch
 from hiersrec.errors import ConfigError, DataError
-from hiersrec.models.hiersrec import HierSRec, HierSRecConfig, ItemFeatures
+from hiersrec.models.hiersrec import HierSRec, HierSRecConfig, HierSRecQuery, ItemFeatures
+from hiersrec_support import MAX_LEN, build_model
 
-MAX_LEN = 7
 FEEDS = ("concat", "expected", "factorised", "none")
 
 
 def build(catalog, seed: int = 0, **overrides) -> HierSRec:
-    torch.manual_seed(seed)
-    options = {"d_model": 16, "n_heads": 2, "d_ff": 24, "d_category": 6, "d_feed": 5, "max_len": MAX_LEN}
-    config = HierSRecConfig(**{**options, **overrides}).with_catalog(catalog)
-    model = HierSRec(config, ItemFeatures.from_catalog(catalog, config))
-    with torch.no_grad():  # non-trivial heads and biases, so that equivalences are not met by zeros
-        for parameter in model.parameters():
-            parameter.add_(0.3 * torch.randn_like(parameter))
-    return model.eval()
+    return build_model(catalog, seed, perturb=True, **overrides).eval()
 
 
 def whole_batch(sessions, catalog, width=None):
@@ -74,15 +67,7 @@ def test_prefix_scores_equal_the_whole_session_output_at_that_position(tiny_shop
 
 
 def _scores_from_output(model, out):
-    if model.config.category_feed == "factorised":
-        from hiersrec.models.hiersrec import _factorised_log_probs
-
-        logits = out.item_query @ model.item_output_embeddings().T
-        logits[:, 0] = float("-inf")
-        return _factorised_log_probs(logits, out.category_logits, model.features_item_category)
-    scores = (out.item_query @ model.item_output_embeddings().T).detach()
-    scores[:, 0] = float("-inf")
-    return scores
+    return model.score_query(HierSRecQuery(out.item_query.detach(), out.category_logits.detach()))
 
 
 def test_prefix_categories_equal_the_whole_session_output(tiny_shop, sessions):

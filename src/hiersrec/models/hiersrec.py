@@ -379,7 +379,7 @@ class HierSRec(nn.Module):
 
         Each row of ``batch.items`` (LEFT-padded, at most ``max_len + 1`` clicks) is one session: every
         click after the first is the target of the clicks before it, exactly the (prefix, next item) cases
-        of prefix augmentation.
+        of prefix augmentation (`encode_positions`).
 
         Args:
             batch: whole sessions (targets are read from the rows themselves).
@@ -388,6 +388,20 @@ class HierSRec(nn.Module):
 
         Returns:
             `HierSRecOutput` with the mean losses over the N targets.
+        """
+        query, target_items = self.encode_positions(batch, target_mask)
+        target_categories = self.features_item_category[target_items]
+        category_loss = F.cross_entropy(query.category_logits, target_categories)
+        item_loss = self._item_loss(query.item_query, target_items, target_categories, category_loss)
+        loss = item_loss + self.config.category_loss_weight * category_loss
+        return HierSRecOutput(loss, item_loss, category_loss, query.item_query, query.category_logits, target_items)
+
+    def encode_positions(
+        self, batch: SessionBatch, target_mask: torch.Tensor | None = None
+    ) -> tuple[HierSRecQuery, torch.Tensor]:
+        """Queries at every target position of whole sessions, and the (N,) target items, row by row.
+
+        Dropout applies in training mode (this is the training forward pass without the loss).
         """
         items, lengths = batch.items, batch.lengths
         if items.shape[1] > self.config.max_len + 1:
@@ -398,18 +412,11 @@ class HierSRec(nn.Module):
             is_target = is_target & target_mask
         dropout = self.config.dropout if self.training else 0.0
         # The state after click j predicts click j + 1: encode all but the last column, targets shift by one.
-        states = self._states(items[:, :-1], (lengths - 1).clamp(min=0), dropout)  # (B, T-1, D), first-click aligned
-        targets_aligned = torch.stack([_align_left(items, lengths), _align_left(is_target.long(), lengths)], dim=0)[
-            :, :, 1:
-        ]  # next click / is-target, in the states' alignment
-        selected = targets_aligned[1].bool()
-        target_items = targets_aligned[0][selected]  # (N,)
+        states = self._states(items[:, :-1], (lengths - 1).clamp(min=0), dropout)  # (B, T-1, D)
+        next_items = _align_left(items, lengths)[:, 1:]  # (B, T-1) the click after each state
+        selected = _align_left(is_target, lengths)[:, 1:]
         query, category_logits = self._heads(states[selected], dropout)  # (N, D'), (N, C)
-        target_categories = self.features_item_category[target_items]
-        category_loss = F.cross_entropy(category_logits, target_categories)
-        item_loss = self._item_loss(query, target_items, target_categories, category_loss)
-        loss = item_loss + self.config.category_loss_weight * category_loss
-        return HierSRecOutput(loss, item_loss, category_loss, query, category_logits, target_items)
+        return HierSRecQuery(item_query=query, category_logits=category_logits), next_items[selected]
 
     def _item_loss(self, query, target_items, target_categories, category_loss) -> torch.Tensor:
         device_type = query.device.type
@@ -458,12 +465,16 @@ class HierSRec(nn.Module):
         For "factorised" it is ``log P(c(i)) + log P(i | c(i))``: ``log_softmax(category_logits)[c(i)]``
         plus the item logit ``item_query . v_i`` minus the log-sum-exp of the logits of ``i``'s category.
         """
-        query = self.encode(batch)
-        logits = query.item_query @ self.item_output_embeddings().float().T  # (B, V)
+        return self.score_query(self.encode(batch))
+
+    @torch.no_grad()
+    def score_query(self, query: HierSRecQuery) -> torch.Tensor:
+        """(B, V) float32 scores of encoded queries (what `score` returns for the same sessions)."""
+        logits = query.item_query.float() @ self.item_output_embeddings().float().T  # (B, V)
         logits[:, 0] = float("-inf")
         if self.config.category_feed != "factorised":
             return logits
-        return _factorised_log_probs(logits, query.category_logits, self.features_item_category)
+        return _factorised_log_probs(logits, query.category_logits.float(), self.features_item_category)
 
     @torch.no_grad()
     def score_categories(self, batch: SessionBatch) -> torch.Tensor:

@@ -1,0 +1,189 @@
+"""Run configuration: strict TOML (``[data]``, ``[model]``, ``[train]``) -> frozen dataclasses.
+
+Defaults live in the dataclasses next to the code they configure (`HierSRecConfig`, `TrainConfig`,
+`DataConfig`); a file and ``--set section.key=value`` overrides only change them. Unknown keys, wrong
+types and inconsistent values raise `ConfigError` (with a close-match suggestion for typos) before
+anything is trained.
+
+Example:
+    >>> cfg = load_config(overrides=["train.lr=3e-4", "model.d_model=32"])
+    >>> cfg.train.lr, cfg.model.d_model
+    (0.0003, 32)
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hiersrec.errors import ConfigError
+from hiersrec.models.hiersrec import HierSRecConfig
+from hiersrec.train.loop import TrainConfig
+
+PRESET_DIR = Path(__file__).resolve().parents[2] / "configs"  # the repository's configs/ folder
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data and how to split off the validation sessions."""
+
+    path: str = ""  # dataset: prepared folder, SR-GNN folder or "synthetic" (the CLI's --data wins)
+    valid_fraction: float = 0.1  # chronological tail of train used for early stopping (if the source has none)
+    text_cache_dir: str = ""  # where frozen text embeddings are cached ("" = no cache)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.valid_fraction < 1.0:
+            raise ConfigError(f"data.valid_fraction must be in (0, 1), got {self.valid_fraction}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a training run is configured by (written to the run directory as ``config.json``)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: HierSRecConfig = field(default_factory=HierSRecConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready nested dictionary (``model.name`` included)."""
+        return {
+            "data": asdict(self.data),
+            "model": {"name": "hiersrec", **asdict(self.model)},
+            "train": asdict(self.train),
+        }
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": HierSRecConfig, "train": TrainConfig}
+MODEL_NAMES = ("hiersrec",)
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Sequence[str] = (), *, preset: str | None = None
+) -> RunConfig:
+    """Read a TOML run file (or a preset, or the defaults) and apply ``section.key=value`` overrides.
+
+    Args:
+        path: a TOML file with ``[data]``, ``[model]``, ``[train]`` tables (all optional).
+        overrides: ``"train.lr=3e-4"``-style assignments, parsed with the field's type.
+        preset: name of a file in the repository's ``configs/`` folder (``"diginetica_hiersrec"``).
+
+    Raises:
+        ConfigError: unreadable file, unknown section or key, wrong type, inconsistent values.
+    """
+    if path is not None and preset is not None:
+        raise ConfigError("give a config file or a preset, not both")
+    if preset is not None:
+        path = preset_path(preset)
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_toml(Path(path))
+    for assignment in overrides:
+        section, key, value = _parse_override(assignment)
+        raw.setdefault(section, {})[key] = value
+    return config_from_dict(raw, source=str(path) if path else "defaults")
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    """Strictly build a `RunConfig` from nested plain data (TOML tables or a saved ``config.json``)."""
+    _check_keys(raw, SECTIONS, source, what="section")
+    sections = {}
+    for name, cls in SECTIONS.items():
+        values = dict(raw.get(name, {}))
+        if not isinstance(raw.get(name, {}), dict):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        if name == "model":
+            model_name = values.pop("name", "hiersrec")
+            if model_name not in MODEL_NAMES:
+                raise ConfigError(f"{source}: model.name = {model_name!r}; this trainer knows {list(MODEL_NAMES)}")
+        hints = typing.get_type_hints(cls)
+        _check_keys(values, hints, source, what=f"key in [{name}]")
+        typed = {key: _coerce(value, hints[key], f"{source}: {name}.{key}") for key, value in values.items()}
+        sections[name] = cls(**typed)
+    return RunConfig(**sections)
+
+
+def preset_path(name: str) -> Path:
+    """The file of preset ``name`` in the repository's ``configs/`` folder."""
+    path = PRESET_DIR / f"{name.removesuffix('.toml')}.toml"
+    if not path.is_file():
+        available = sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+        hint = difflib.get_close_matches(name, available, n=1)
+        raise ConfigError(
+            f"no preset {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else "") + f" Presets: {available}"
+        )
+    return path
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as error:
+        raise ConfigError(f"{path}: config file not found") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML ({error})") from error
+
+
+def _parse_override(assignment: str) -> tuple[str, str, str]:
+    key, sep, value = assignment.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not name:
+        raise ConfigError(f"--set {assignment!r}: expected SECTION.KEY=VALUE, e.g. train.lr=3e-4")
+    return section, name, value.strip()
+
+
+def _check_keys(values: dict[str, Any], known: typing.Mapping[str, Any], source: str, what: str) -> None:
+    for key in values:
+        if key not in known:
+            hint = difflib.get_close_matches(key, list(known), n=1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else f"; known: {sorted(known)}"
+            raise ConfigError(f"{source}: unknown {what} {key!r}{suggestion}")
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """``value`` (TOML value, JSON value or override string) converted to ``annotation``, or ConfigError."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        text = value if isinstance(value, str) else None
+        if text not in args:
+            raise ConfigError(f"{where} must be one of {list(args)}, got {value!r}")
+        return text
+    if origin in (tuple, Sequence) or annotation is tuple:
+        items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return tuple(_coerce(item, args[0], where) for item in items)
+    if origin is types.UnionType:
+        raise AssertionError(f"{where}: union-typed config fields are not supported")
+    if annotation is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if annotation in (int, float):
+        if isinstance(value, str):
+            try:
+                value = annotation(value)
+            except ValueError as error:
+                raise ConfigError(
+                    f"{where} must be a{'n int' if annotation is int else ' float'}, got {value!r}"
+                ) from error
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (annotation is int and isinstance(value, float))
+        ):
+            raise ConfigError(f"{where} must be {annotation.__name__}, got {value!r}")
+        return annotation(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    raise AssertionError(f"{where}: unsupported config type {annotation}")

@@ -1,0 +1,63 @@
+"""Validation metrics from whole-session forward passes: the evaluator's numbers without prefix copies.
+
+`hiersrec.eval.protocol.evaluate` scores every prefix as its own padded row, so a session of n clicks is
+encoded n - 1 times. During training the model can encode each validation session once and read the
+query of every prefix from it (`HierSRec.encode_positions`), then rank with the same metric functions
+and tie policy: the same metrics (a test checks equality with `evaluate`) at a fraction of the cost,
+which matters when validation runs after every epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from hiersrec.data.catalog import ItemCatalog
+from hiersrec.data.sessions import SessionData
+from hiersrec.eval.metrics import RANK_METRICS, category_hits_at, target_ranks
+from hiersrec.train.batches import SessionWindows
+
+
+@torch.no_grad()
+def validation_metrics(
+    model: torch.nn.Module,
+    sessions: SessionData,
+    catalog: ItemCatalog,
+    *,
+    ks: Sequence[int] = (20,),
+    batch_targets: int = 1024,
+) -> dict[str, float]:
+    """``hr@k``, ``mrr@k``, ``ndcg@k``, ``cat_acc@1/5`` over every prefix of ``sessions`` (all-prefixes protocol).
+
+    Pessimistic ties and full ranking, as `evaluate` with its defaults; prefixes longer than the model's
+    ``max_len`` keep their most recent clicks, as there.
+
+    Args:
+        model: a model with ``encode_positions``, ``score_query`` and ``config.max_len`` (`HierSRec`).
+        sessions: the validation sessions.
+        catalog: item attributes (for the batches).
+        ks: cutoffs.
+        batch_targets: prefixes scored at once.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    windows = SessionWindows.from_sessions(sessions, model.config.max_len)
+    order = np.argsort(windows.lengths, kind="stable")  # similar lengths together: little padding
+    item_category = torch.from_numpy(catalog.item_category).to(device)
+    sums: dict[str, float] = {}
+    for rows in np.array_split(order, max(1, windows.n_targets_total // batch_targets)):
+        batch, target_mask = windows.batch(rows, catalog)
+        query, targets = model.encode_positions(batch.to(device), target_mask.to(device))
+        ranks = target_ranks(model.score_query(query), targets)
+        for k in ks:
+            for name, per_case in RANK_METRICS.items():
+                sums[f"{name}@{k}"] = sums.get(f"{name}@{k}", 0.0) + float(per_case(ranks, k).double().sum())
+        categories = item_category[targets]
+        for k in (1, 5):
+            hits = category_hits_at(query.category_logits.float(), categories, k)
+            sums[f"cat_acc@{k}"] = sums.get(f"cat_acc@{k}", 0.0) + float(hits.double().sum())
+    model.train(was_training)
+    return {name: total / max(windows.n_targets_total, 1) for name, total in sums.items()}

@@ -1,0 +1,82 @@
+"""``hiersrec train`` end to end: train -> evaluate (test once), resume, and early config errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hiersrec.cli import ExitStatus, main
+from hiersrec.data.storage import save_prepared
+
+FAST = [
+    "--set", "model.d_model=16", "--set", "model.d_ff=32", "--set", "model.max_len=7",
+    "--set", "train.epochs=2", "--set", "train.batch_targets=128", "--set", "train.warmup_steps=5",
+    "--set", "train.device=cpu",
+]  # fmt: skip
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    captured = capsys.readouterr()
+    return exited.value.code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_shop, tmp_path_factory):
+    return save_prepared(tiny_shop, tmp_path_factory.mktemp("data") / "tiny")
+
+
+def test_train_then_evaluate_on_test(prepared, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--preset", "synthetic_hiersrec", "--data", str(prepared), "--out", str(out), *FAST, "--json"]
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["epochs_run"] == 2 and summary["validation_split"]["split"] == "train_tail"
+    assert 0 < summary["valid"]["mrr@20"] <= summary["valid"]["hr@20"] <= 1
+    code, stdout, err = run_cli(["evaluate", str(out), "--data", str(prepared), "--k", "20", "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["extra"]["split"] == "test" and report["extra"]["validation_split"]["split"] == "train_tail"
+    assert report["model"]["name"] == "HierSRec" and 0 < report["metrics"]["hr@20"] <= 1
+
+
+def test_resume_finishes_an_interrupted_run(prepared, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run_cli(
+        ["train", "--data", str(prepared), "--out", str(out), *FAST, "--set", "train.epochs=1"], capsys
+    )
+    assert code == 0, err
+    (out / "meta.json").unlink()  # as if it stopped before finishing
+    code, _, err = run_cli(
+        ["train", "--data", str(prepared), "--out", str(out), *FAST, "--set", "train.epochs=1", "--resume"], capsys
+    )
+    assert code == 0, err
+    assert (out / "meta.json").is_file() and json.loads((out / "meta.json").read_text())["resumed"] is True
+
+
+@pytest.mark.parametrize(
+    ("extra", "status", "message"),
+    [
+        (["--set", "train.lrr=1"], ExitStatus.CONFIG_ERROR, "did you mean 'lr'?"),
+        (["--set", "model.d_model=30", "--set", "model.n_heads=4"], ExitStatus.CONFIG_ERROR, "divisible"),
+        (["--preset", "nope"], ExitStatus.CONFIG_ERROR, "no preset 'nope'"),
+        (["--set", "model.numeric_features=weight"], ExitStatus.CONFIG_ERROR, "no column 'weight'"),
+    ],
+)
+def test_bad_configs_fail_before_training(prepared, tmp_path, capsys, extra, status, message):
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", "--data", str(prepared), "--out", str(out), *extra], capsys)
+    assert code == status and message in err
+    assert err.count("\n") == 1
+    assert not out.exists()  # nothing written
+
+
+def test_an_existing_run_needs_resume(prepared, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "something").write_text("x")
+    code, _, err = run_cli(["train", "--data", str(prepared), "--out", str(out), *FAST], capsys)
+    assert code == ExitStatus.ARTIFACT_ERROR and "--resume" in err
