@@ -106,7 +106,7 @@ class Recommender:
         self._item_category = torch.from_numpy(catalog.item_category)
         self._popularity = None if popularity is None else _popularity_scores(popularity, catalog.n_items)
         if popularity is None:
-            logger.warning("no item popularity given: sessions without a known click will get no recommendation")
+            logger.info("no item popularity given: sessions without a known click get no recommendation")
         self._no_candidates_reason = candidate_support(model)
         self._item_embeddings = None  # (V, D') item output embeddings, computed once (HierSRec recomputes them)
         self._index = None
