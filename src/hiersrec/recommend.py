@@ -10,7 +10,7 @@ vocabulary and catalogue. It is stateless: a recommendation is a pure function o
 * Scores are the model's own ``score`` (the evaluated scores); equal scores are ordered by ascending item index.
   For HierSRec they are computed as ``encode(batch).item_query @ item_output_embeddings().T`` with the item
   embeddings computed once: a `Recommender` serves the weights it was built with.
-* A session scores the same alone or in a batch.
+* A session scores the same alone or in a batch (up to float rounding in the last digits).
 * With a candidate budget (HierSRec only), only the items of the most probable predicted categories are
   ranked, through `hiersrec.retrieval.index.CategoryIndex`.
 """
@@ -65,8 +65,8 @@ class Recommender:
     """Top-k recommendations of a model for sessions of raw item ids.
 
     Args:
-        model: any object with ``score(batch) -> (B, V)``; with ``encode`` and ``item_output_embeddings``
-            (HierSRec) it also supports candidate budgets.
+        model: any object with ``score(batch) -> (B, V)``; a model that
+            `hiersrec.retrieval.index.candidate_support` accepts (HierSRec) also supports candidate budgets.
         vocab: raw id <-> index maps of the model's training data.
         catalog: item categories of the same data.
         popularity: (V,) training click count of each item index, for sessions with no known click; without
