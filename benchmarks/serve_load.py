@@ -5,7 +5,9 @@ for each concurrency level runs that many clients, each sending one-session ``PO
 to back until the level's request count is reached (after a warm-up). Sessions are test-split prefixes of
 ``--data`` (raw ids, as a client would send them) or, without it, random sessions of the run's items.
 
-Clients and server share this machine's cores, so the figures include the client's own CPU use.
+Clients and server share this machine's cores, so the figures include the client's own CPU use; the client
+is a minimal keep-alive HTTP/1.1 writer to keep that small. The server runs uvicorn as installed (with
+``uvicorn[standard]``'s uvloop and httptools when present: recorded in the results).
 
 Usage:
     python benchmarks/serve_load.py --run runs/hiersrec-dgn --data ../shared/data/diginetica/srgnn_cat
@@ -70,6 +72,19 @@ def sample_sessions(args: argparse.Namespace, n: int) -> list[list[str]]:
     return [[vocab[i] for i in rng.integers(0, len(vocab), size=length)] for length in lengths]
 
 
+def server_stack() -> dict[str, str | None]:
+    """Versions of the server's HTTP stack (uvloop and httptools are optional speed-ups of uvicorn)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    stack = {}
+    for name in ("fastapi", "uvicorn", "uvloop", "httptools"):
+        try:
+            stack[name] = version(name)
+        except PackageNotFoundError:
+            stack[name] = None
+    return stack
+
+
 def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen:
     command = [
         sys.executable,
@@ -99,30 +114,67 @@ def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen:
     raise SystemExit("the server did not answer /health within 300 s")
 
 
-async def run_level(url: str, sessions: list[list[str]], concurrency: int, n_requests: int, args) -> dict:
+class Connection:
+    """A keep-alive HTTP/1.1 connection speaking just enough of the protocol for this benchmark.
+
+    A load generator sharing two cores with the server must cost little CPU itself; a full HTTP client
+    library costs several times more per request than this does.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        status_line = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        return int(status_line.split()[1]), await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def run_level(port: int, sessions: list[list[str]], concurrency: int, n_requests: int, args) -> dict:
     """``concurrency`` clients sending ``n_requests`` requests in all; per-request latencies and errors."""
     latencies: list[float] = []
     errors: list[str] = []
     counter = iter(range(n_requests))
     extra = {"candidate_budget": args.candidate_budget} if args.candidate_budget else {}
 
-    async def client(http: httpx.AsyncClient) -> None:
-        for index in counter:
-            body = {"sessions": [{"items": sessions[index % len(sessions)]}], "k": args.k, **extra}
-            started = time.perf_counter()
-            try:
-                response = await http.post(url, json=body)
-                if response.status_code != 200:
-                    errors.append(f"{response.status_code}: {response.text[:200]}")
-            except httpx.HTTPError as error:
-                errors.append(repr(error))
-            latencies.append(1e3 * (time.perf_counter() - started))
+    async def client() -> None:
+        connection = Connection(port)
+        try:
+            for index in counter:
+                body = {"sessions": [{"items": sessions[index % len(sessions)]}], "k": args.k, **extra}
+                started = time.perf_counter()
+                try:
+                    status, payload = await connection.post("/recommend", json.dumps(body).encode())
+                    if status != 200:
+                        errors.append(f"{status}: {payload[:200]!r}")
+                except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as error:
+                    errors.append(repr(error))
+                    connection.close()
+                    connection = Connection(port)
+                latencies.append(1e3 * (time.perf_counter() - started))
+        finally:
+            connection.close()
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30.0) as http:
-        started = time.perf_counter()
-        await asyncio.gather(*(client(http) for _ in range(concurrency)))
-        seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    seconds = time.perf_counter() - started
     values = np.array(latencies)
     return {
         "concurrency": concurrency,
@@ -144,13 +196,12 @@ def main(argv: list[str] | None = None) -> None:
     port = free_port()
     load_before = os.getloadavg()
     server = start_server(args, port)
-    url = f"http://127.0.0.1:{port}/recommend"
     results = []
     try:
         model = httpx.get(f"http://127.0.0.1:{port}/model", timeout=10.0).json()
         for concurrency in levels:
-            asyncio.run(run_level(url, sessions, concurrency, args.warmup, args))
-            results.append(asyncio.run(run_level(url, sessions, concurrency, args.requests, args)))
+            asyncio.run(run_level(port, sessions, concurrency, args.warmup, args))
+            results.append(asyncio.run(run_level(port, sessions, concurrency, args.requests, args)))
             print(json.dumps(results[-1]), file=sys.stderr)
     finally:
         server.terminate()
@@ -163,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "model": {"name": model.get("name"), "data_fingerprint": model.get("data_fingerprint")},
+        "server_stack": server_stack(),
         "sessions": "test-split prefixes of " + args.data if args.data else "random sessions of the run's items",
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "results": results,
