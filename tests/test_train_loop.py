@@ -18,7 +18,7 @@ from hiersrec.train.validate import validation_metrics
 from hiersrec_support import MAX_LEN
 from hiersrec_support import build_model as build
 
-TIMING_KEYS = ("train_seconds", "targets_per_second", "sessions_per_second", "validation_seconds")
+TIMING_KEYS = ("train_seconds", "train_cpu_seconds", "targets_per_second", "sessions_per_second", "validation_seconds")
 
 
 def fast(**overrides) -> TrainConfig:
@@ -65,12 +65,14 @@ def _target_positions(windows, rows):
     return np.concatenate([np.arange(end - k, end) for end, k in zip(ends, windows.n_targets[rows], strict=True)])
 
 
-@pytest.mark.parametrize("feed", ["concat", "factorised"])
-def test_fast_validation_equals_the_evaluator(small_shop, feed):
+@pytest.mark.parametrize(
+    ("feed", "protocol"), [("concat", "all_prefixes"), ("factorised", "all_prefixes"), ("concat", "last_item")]
+)
+def test_fast_validation_equals_the_evaluator(small_shop, feed, protocol):
     model = build(small_shop.catalog, category_feed=feed).eval()
     valid = small_shop.test.subset(np.arange(120))
-    fast_metrics = validation_metrics(model, valid, small_shop.catalog, ks=(5, 20), batch_targets=37)
-    reference = evaluate(model, valid, small_shop.catalog, ks=(5, 20), max_len=MAX_LEN).metrics
+    fast_metrics = validation_metrics(model, valid, small_shop.catalog, ks=(5, 20), protocol=protocol, batch_targets=37)
+    reference = evaluate(model, valid, small_shop.catalog, ks=(5, 20), protocol=protocol, max_len=MAX_LEN).metrics
     assert fast_metrics.keys() == reference.keys()
     for name, value in reference.items():
         assert fast_metrics[name] == pytest.approx(value, abs=1e-6), name

@@ -60,6 +60,19 @@ class SessionWindows:
             n_targets=np.concatenate(n_targets).astype(np.int64),
         )
 
+    @classmethod
+    def last_items(cls, sessions: SessionData, max_len: int) -> SessionWindows:
+        """One row per session of 2+ clicks whose only target is its last click (the "last_item" protocol)."""
+        lengths = sessions.lengths
+        keep = lengths >= 2
+        row_lengths = np.minimum(lengths[keep], max_len + 1)
+        return cls(
+            sessions=sessions,
+            starts=(sessions.offsets[1:][keep] - row_lengths).astype(np.int64),
+            lengths=row_lengths.astype(np.int64),
+            n_targets=np.ones(row_lengths.size, dtype=np.int64),
+        )
+
     @property
     def n_rows(self) -> int:
         """Number of rows."""

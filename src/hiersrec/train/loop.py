@@ -96,6 +96,7 @@ def train(
     *,
     run_dir: str | Path | None = None,
     resume: bool = False,
+    valid_protocol: str = "all_prefixes",
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` (its ``forward(batch, target_mask)`` returns an output with ``.loss``).
@@ -108,6 +109,7 @@ def train(
         cfg: training options.
         run_dir: where the per-epoch checkpoint is written (None: no checkpoint).
         resume: continue from ``run_dir``'s checkpoint.
+        valid_protocol: validation cases: ``"all_prefixes"`` or ``"last_item"`` (leave-one-out data).
         on_epoch_end: called with each epoch's record after its checkpoint is written.
 
     Raises:
@@ -132,7 +134,12 @@ def train(
         record = _train_epoch(model, windows, catalog, cfg, optimizer, scheduler, epoch, device)
         started = time.perf_counter()
         metrics = validation_metrics(
-            model, valid_sessions, catalog, ks=(cfg.valid_k,), batch_targets=cfg.eval_batch_size
+            model,
+            valid_sessions,
+            catalog,
+            ks=(cfg.valid_k,),
+            protocol=valid_protocol,
+            batch_targets=cfg.eval_batch_size,
         )
         record.update({f"valid_{k}": v for k, v in metrics.items()}, validation_seconds=time.perf_counter() - started)
         if metrics[metric] > state["best"]:
@@ -163,7 +170,7 @@ def _train_epoch(model, windows, catalog, cfg, optimizer, scheduler, epoch, devi
     torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout of this epoch, independent of resuming
     rng = np.random.default_rng([cfg.seed, epoch])  # data order of this epoch
     sums = {"loss": 0.0, "item_loss": 0.0, "category_loss": 0.0}
-    n_steps, n_targets, started = 0, 0, time.perf_counter()
+    n_steps, n_targets, started, cpu_started = 0, 0, time.perf_counter(), time.process_time()
     batches = windows.epoch_batches(cfg.batch_targets, rng)
     progress = tqdm(
         iter_epoch(batches, windows, catalog),
@@ -200,6 +207,7 @@ def _train_epoch(model, windows, catalog, cfg, optimizer, scheduler, epoch, devi
         "lr": scheduler.get_last_lr()[0],
         **{f"train_{name}": total / max(n_steps, 1) for name, total in sums.items()},
         "train_seconds": seconds,
+        "train_cpu_seconds": time.process_time() - cpu_started,  # all threads; on a shared machine < wall x threads
         "targets_per_second": n_targets / seconds,
         "sessions_per_second": windows.n_rows / seconds,
     }

@@ -50,6 +50,7 @@ class TrainingData:
         vocab: raw id maps.
         catalog: item attributes.
         validation: description of the validation split, recorded in ``meta.json``.
+        protocol: evaluation cases of this data: ``"all_prefixes"``, or ``"last_item"`` for leave-one-out.
         fingerprint: the dataset's content fingerprint when it has one (prepared folders).
     """
 
@@ -59,6 +60,7 @@ class TrainingData:
     vocab: Vocab
     catalog: ItemCatalog
     validation: dict[str, Any]
+    protocol: str = "all_prefixes"
     fingerprint: str | None = None
 
     @classmethod
@@ -70,6 +72,7 @@ class TrainingData:
             "fraction": None if dataset.valid is not None else valid_fraction,
             "n_sessions": valid.n_sessions,
             "sessions_sha256": sessions_digest(valid),
+            "protocol": dataset.default_protocol,
         }
         return cls(
             name=dataset.name,
@@ -78,6 +81,7 @@ class TrainingData:
             vocab=dataset.vocab,
             catalog=dataset.catalog,
             validation=validation,
+            protocol=dataset.default_protocol,
             fingerprint=dataset.provenance.get("fingerprint"),
         )
 
@@ -106,7 +110,10 @@ def fit_run(
     torch.manual_seed(config.train.seed)  # initial weights
     model = HierSRec(config.model, features)
     started = time.time()
-    result = train(model, data.train, data.valid, data.catalog, config.train, run_dir=run_dir, resume=resume)
+    result = train(
+        model, data.train, data.valid, data.catalog, config.train,
+        run_dir=run_dir, resume=resume, valid_protocol=data.protocol,
+    )  # fmt: skip
     model.load_state_dict(result.best_state)
     model.to("cpu").eval()
     epoch_seconds = [record["train_seconds"] for record in result.history]

@@ -27,9 +27,10 @@ def validation_metrics(
     catalog: ItemCatalog,
     *,
     ks: Sequence[int] = (20,),
+    protocol: str = "all_prefixes",
     batch_targets: int = 1024,
 ) -> dict[str, float]:
-    """``hr@k``, ``mrr@k``, ``ndcg@k``, ``cat_acc@1/5`` over every prefix of ``sessions`` (all-prefixes protocol).
+    """``hr@k``, ``mrr@k``, ``ndcg@k``, ``cat_acc@1/5`` over the cases of ``protocol`` in ``sessions``.
 
     Pessimistic ties and full ranking, as `evaluate` with its defaults; prefixes longer than the model's
     ``max_len`` keep their most recent clicks, as there.
@@ -39,12 +40,16 @@ def validation_metrics(
         sessions: the validation sessions.
         catalog: item attributes (for the batches).
         ks: cutoffs.
+        protocol: ``"all_prefixes"`` (every prefix) or ``"last_item"`` (each session's last click only).
         batch_targets: prefixes scored at once.
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    windows = SessionWindows.from_sessions(sessions, model.config.max_len)
+    if protocol not in ("all_prefixes", "last_item"):
+        raise ValueError(f"unknown protocol {protocol!r}; use 'all_prefixes' or 'last_item'")
+    rows_of = SessionWindows.from_sessions if protocol == "all_prefixes" else SessionWindows.last_items
+    windows = rows_of(sessions, model.config.max_len)
     order = np.argsort(windows.lengths, kind="stable")  # similar lengths together: little padding
     item_category = torch.from_numpy(catalog.item_category).to(device)
     sums: dict[str, float] = {}
