@@ -1,6 +1,7 @@
 """Category candidates at scale: synthetic catalogues of millions of items, against exact scoring and FAISS.
 
-For each catalogue size, one run measures side by side, on the same queries:
+For each catalogue size, one run measures side by side, on the same queries, with the methods interleaved
+(each query, then each batch, goes through every method in turn, so that all see the same machine load):
 
 * exact full scoring (`ExactIndex`: every item scored, top 20 kept);
 * category candidates (`select_categories` + `CategoryIndex`) at budgets 1, 2, 4, 8, 16% of the catalogue;
@@ -113,20 +114,25 @@ def make_queries(n: int, centres: torch.Tensor, sizes: np.ndarray, args, rng: np
     return queries, logits
 
 
-def time_method(search: Search, queries, logits, singles: int, batch: int, repeats: int):
-    """Per-session latencies of the first ``singles`` queries, and of batches of the next ``batch`` queries."""
-    single_ids, single_ms = [], []
+def time_methods(methods, queries, logits, singles: int, batch: int, repeats: int) -> list[dict]:
+    """Latencies of every method, interleaved: for each query (then each batch repeat) all methods run in turn.
+
+    On a shared machine the load changes from second to second; interleaving exposes every method to the
+    same load, so their ratios stay meaningful even when the absolute figures are pessimistic.
+    """
+    timings = [{"single_ids": [], "single_ms": [], "batch_ms": []} for _ in methods]
     for row in range(singles):
-        started = time.perf_counter()
-        single_ids.append(search(queries[row : row + 1], logits[row : row + 1]))
-        single_ms.append(1e3 * (time.perf_counter() - started))
+        for (_, _, search, _), timing in zip(methods, timings, strict=True):
+            started = time.perf_counter()
+            timing["single_ids"].append(search(queries[row : row + 1], logits[row : row + 1]))
+            timing["single_ms"].append(1e3 * (time.perf_counter() - started))
     batch_q, batch_l = queries[singles : singles + batch], logits[singles : singles + batch]
-    batch_ms = []
     for _ in range(repeats):
-        started = time.perf_counter()
-        batch_ids = search(batch_q, batch_l)
-        batch_ms.append(1e3 * (time.perf_counter() - started))
-    return torch.cat(single_ids), np.array(single_ms), batch_ids, np.array(batch_ms)
+        for (_, _, search, _), timing in zip(methods, timings, strict=True):
+            started = time.perf_counter()
+            timing["batch_ids"] = search(batch_q, batch_l)
+            timing["batch_ms"].append(1e3 * (time.perf_counter() - started))
+    return timings
 
 
 def recall(found: torch.Tensor, exact: torch.Tensor) -> float:
@@ -157,19 +163,17 @@ def run_size(n_items: int, args: argparse.Namespace) -> dict:
         methods.append(("candidates", budget.label, candidates, 0.0))
     methods += [] if args.no_faiss else faiss_methods(embeddings, n_items, args)
 
-    rows, exact_single, exact_batch = [], None, None
-    for name, param, search, build_s in methods:
-        with torch.inference_mode():
-            single_ids, single_ms, batch_ids, batch_ms = time_method(
-                search, queries, logits, args.single, args.batch, args.batch_repeats
-            )
-        if name == "exact":
-            exact_single, exact_batch = single_ids, batch_ids
+    with torch.inference_mode():
+        timings = time_methods(methods, queries, logits, args.single, args.batch, args.batch_repeats)
+    exact_single, exact_batch = torch.cat(timings[0]["single_ids"]), timings[0]["batch_ids"]  # methods[0] is exact
+    rows = []
+    for (name, param, _, build_s), timing in zip(methods, timings, strict=True):
+        single_ms, batch_ms = np.array(timing["single_ms"]), np.array(timing["batch_ms"])
         row = {
             "method": name,
             "param": param,
-            "recall_single": recall(single_ids, exact_single),
-            "recall_batch": recall(batch_ids, exact_batch),
+            "recall_single": recall(torch.cat(timing["single_ids"]), exact_single),
+            "recall_batch": recall(timing["batch_ids"], exact_batch),
             "single_p50_ms": float(np.percentile(single_ms, 50)),
             "single_p99_ms": float(np.percentile(single_ms, 99)),
             "batch_p50_ms": float(np.percentile(batch_ms, 50)),
