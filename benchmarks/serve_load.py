@@ -213,7 +213,12 @@ def main(argv: list[str] | None = None) -> None:
         "provenance": provenance(),
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
-        "model": {"name": model.get("name"), "data_fingerprint": model.get("data_fingerprint")},
+        "model": {
+            "name": model.get("name"),
+            "data_fingerprint": model.get("data_fingerprint"),
+            "config": model.get("config", {}).get("model"),
+            "valid_metrics": model.get("metrics", {}).get("valid"),
+        },
         "server_stack": server_stack(),
         "sessions": "test-split prefixes of " + args.data if args.data else "random sessions of the run's items",
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -237,7 +242,8 @@ def main(argv: list[str] | None = None) -> None:
         f"Command: `{payload['command']}`  \nCommit: {payload['provenance']['commit']}; machine: "
         f"{payload['provenance']['machine']}; load average before/after: {payload['load_before']} / "
         f"{payload['load_after']}. Client and server share the machine; other jobs were running.\n\n"
-        f"Model: {payload['model']['name']}; sessions: {payload['sessions']}; one session per request, k = "
+        f"Model: {payload['model']['name']} (run {args.run}; model config and validation metrics in the JSON); "
+        f"sessions: {payload['sessions']}; one session per request, k = "
         f"{args.k}" + (f", candidate_budget {args.candidate_budget}" if args.candidate_budget else "") + ".\n\n"
         "| clients | requests | errors | p50 ms | p90 ms | p99 ms | max ms | requests/s |\n"
         "|---|---|---|---|---|---|---|---|\n"
