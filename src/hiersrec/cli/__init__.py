@@ -77,10 +77,11 @@ def exit_status_for(error: HierSRecError) -> ExitStatus:
 
 def _register_commands() -> None:
     # Imported here so that each command file can import `app` helpers without cycles.
-    from hiersrec.cli import data, evaluate, recommend, serve, train
+    from hiersrec.cli import data, evaluate, quickstart, recommend, serve, train
 
     app.add_typer(data.app, name="data")
     app.command(name="evaluate")(evaluate.evaluate)
+    app.command(name="quickstart")(quickstart.quickstart)
     app.command(name="recommend")(recommend.recommend)
     app.command(name="serve")(serve.serve)
     app.command(name="train")(train.train)
