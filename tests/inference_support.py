@@ -45,6 +45,16 @@ def trained_run(dataset: PreparedDataset) -> Path:
     return _RUNS[id(dataset)]
 
 
+def trained_recommender(dataset: PreparedDataset):
+    """A `Recommender` over `trained_run` with the dataset's training click counts as popularity."""
+    from hiersrec.recommend import Recommender
+    from hiersrec.train.artifact import load_artifact
+
+    artifact = load_artifact(trained_run(dataset))
+    popularity = dataset.train.item_counts(dataset.catalog.n_items)
+    return Recommender(artifact.model, dataset.vocab, dataset.catalog, popularity)
+
+
 @dataclass
 class Query:
     item_query: torch.Tensor  # (B, D)

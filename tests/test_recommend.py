@@ -5,9 +5,8 @@ import torch
 from hiersrec.data.batching import make_batch, prefix_batch
 from hiersrec.errors import DataError
 from hiersrec.recommend import Recommender
-from hiersrec.train.artifact import load_artifact
 from inference_support import RUN_MAX_LEN as MAX_LEN
-from inference_support import trained_run
+from inference_support import trained_recommender, trained_run
 
 
 class ConstantModel:
@@ -25,13 +24,13 @@ def shop(tiny_shop):
 
 
 @pytest.fixture(scope="module")
-def model(shop):
-    return load_artifact(trained_run(shop)).model
+def recommender(shop):
+    return trained_recommender(shop)
 
 
 @pytest.fixture(scope="module")
-def recommender(shop, model):
-    return Recommender(model, shop.vocab, shop.catalog, shop.train.item_counts(shop.catalog.n_items))
+def model(recommender):
+    return recommender.model
 
 
 def _raw(shop, idx):

@@ -9,9 +9,8 @@ from hiersrec.errors import DataError  # noqa: E402
 from hiersrec.recommend import Recommender  # noqa: E402
 from hiersrec.serve.app import MAX_BODY_BYTES, create_app  # noqa: E402
 from hiersrec.serve.schemas import MAX_K, MAX_SESSION_LENGTH, MAX_SESSIONS  # noqa: E402
-from hiersrec.train.artifact import load_artifact  # noqa: E402
 from inference_support import RUN_MAX_LEN as MAX_LEN  # noqa: E402
-from inference_support import trained_run  # noqa: E402
+from inference_support import trained_recommender, trained_run  # noqa: E402
 
 
 class ScoreOnly:
@@ -25,13 +24,12 @@ class ScoreOnly:
 
 @pytest.fixture(scope="module")
 def model(tiny_shop):
-    return load_artifact(trained_run(tiny_shop)).model
+    return trained_recommender(tiny_shop).model
 
 
 @pytest.fixture(scope="module")
-def client(tiny_shop, model):
-    recommender = Recommender(model, tiny_shop.vocab, tiny_shop.catalog, tiny_shop.train.item_counts(37))
-    with TestClient(create_app(recommender), raise_server_exceptions=False) as test_client:
+def client(tiny_shop):
+    with TestClient(create_app(trained_recommender(tiny_shop)), raise_server_exceptions=False) as test_client:
         yield test_client
 
 
@@ -197,7 +195,7 @@ def test_micro_batching_merges_concurrent_requests_without_changing_answers(tiny
 
     from hiersrec.serve.batching import MicroBatcher
 
-    recommender = Recommender(model, tiny_shop.vocab, tiny_shop.catalog, tiny_shop.train.item_counts(37))
+    recommender = trained_recommender(tiny_shop)
     counting = CountingRecommender(recommender)
     sessions = [[f"i{1 + i}", f"i{2 + i}"] for i in range(12)]
 
