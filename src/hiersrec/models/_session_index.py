@@ -255,22 +255,23 @@ def top_k_mask(rows: np.ndarray, similarity: np.ndarray, k: int) -> np.ndarray:
 
     Candidates come in `SessionIndex.candidates` order (rows ascending, sessions ascending within a row).
     Ties in similarity go to the more recent sessions (session-rec leaves them to set iteration order).
-    No sort: the k-th largest similarity of each row with more than ``k`` candidates comes from one
-    ``np.partition`` of a (crowded rows, candidates) table.
+    No sort: the k-th largest similarity of each row with more than ``k`` candidates comes from
+    ``np.partition`` of (rows, candidates) tables, one per power-of-two bucket of row sizes (so that a few
+    long rows do not pad all the others).
     """
-    keep = np.ones(rows.size, dtype=bool)
     counts = np.bincount(rows) if rows.size else np.zeros(0, dtype=np.int64)
-    crowded = np.flatnonzero(counts > k)
-    if crowded.size == 0:
-        return keep
     starts = np.cumsum(counts) - counts
-    slot = np.full(counts.size, -1)
-    slot[crowded] = np.arange(crowded.size)
-    members = np.flatnonzero(slot[rows] >= 0)
-    table = np.full((crowded.size, int(counts[crowded].max())), -np.inf)
-    table[slot[rows[members]], members - starts[rows[members]]] = similarity[members]
     threshold = np.full(counts.size, -np.inf)  # rows with <= k candidates keep them all
-    threshold[crowded] = np.partition(table, -k, axis=1)[:, -k]
+    crowded = np.flatnonzero(counts > k)
+    size_class = np.ceil(np.log2(np.maximum(counts, 1))).astype(np.int64)
+    for size in np.unique(size_class[crowded]):
+        bucket = crowded[size_class[crowded] == size]
+        slot = np.full(counts.size, -1)
+        slot[bucket] = np.arange(bucket.size)
+        members = np.flatnonzero(slot[rows] >= 0)
+        table = np.full((bucket.size, int(counts[bucket].max())), -np.inf)
+        table[slot[rows[members]], members - starts[rows[members]]] = similarity[members]
+        threshold[bucket] = np.partition(table, -k, axis=1)[:, -k]
     row_threshold = threshold[rows]
     above = similarity > row_threshold
     tied = similarity == row_threshold
