@@ -14,7 +14,12 @@ import hiersrec
 
 
 def git_commit() -> str | None:
-    """Short commit of the hiersrec checkout the package runs from (with ``+dirty``), or None if not a checkout."""
+    """Short commit of the hiersrec checkout the package runs from (with ``+dirty``), or None if not a checkout.
+
+    ``$HIERSREC_COMMIT`` names it where the code runs from a copy without git history (a remote machine).
+    """
+    if os.environ.get("HIERSREC_COMMIT"):
+        return os.environ["HIERSREC_COMMIT"]
     root = Path(hiersrec.__file__).resolve().parents[2]
     try:
         commit = subprocess.run(
