@@ -166,6 +166,10 @@ class _OnDevice:
         return self.model.describe()
 
 
+def _short(metrics: dict[str, float]) -> str:
+    return " ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items() if k.startswith(("hr@", "mrr@", "ndcg@")))
+
+
 def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Mean and standard deviation over seeds of each variant's validation and test metrics."""
     summary: dict[str, dict[str, Any]] = {}
@@ -236,13 +240,8 @@ def main(argv: list[str] | None = None) -> None:
             records.append(record)
             log.write(json.dumps(record) + "\n")
             log.flush()
-            valid, test = record["valid"], record.get("test", {})
-            print(
-                f"{record['variant']} seed {record['seed']}: epoch {record['best_epoch']}/{record['epochs_run']} "
-                f"valid hr@20 {100 * valid['hr@20']:.2f} mrr@20 {100 * valid['mrr@20']:.2f}"
-                + (f" | test hr@20 {100 * test['hr@20']:.2f} mrr@20 {100 * test['mrr@20']:.2f}" if test else ""),
-                flush=True,
-            )
+            print(f"{record['variant']} seed {record['seed']}: epoch {record['best_epoch']}/{record['epochs_run']}"
+                  f" valid {_short(record['valid'])} | test {_short(record.get('test', {}))}", flush=True)  # fmt: skip
     summary = summarise(records)
     out.with_suffix(".json").write_text(json.dumps({**header, "summary": summary, "runs": records}, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(summary, header))

@@ -323,6 +323,11 @@ class HierSRec(nn.Module):
         )
         self.item_bias = nn.Parameter(torch.zeros(config.n_items)) if config.item_bias else None
         self.apply(_init_weights)
+        for encoder in (self.item_encoder, self.output_encoder):
+            if encoder is not None and encoder.proj is not None:
+                # Keep projected items at the embeddings' scale (std 0.02), level with the positions: with the
+                # default std 0.02 the projection would shrink them ~5x and positions would drown them out.
+                nn.init.normal_(encoder.proj.weight, std=encoder.proj.in_features**-0.5)
 
     # -- encoder ---------------------------------------------------------------------------------------------
 
