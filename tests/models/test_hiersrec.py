@@ -109,9 +109,11 @@ def test_factorised_loss_is_the_nll_of_the_factorised_distribution(tiny_shop, se
     torch.testing.assert_close(real, torch.ones_like(real), rtol=1e-5, atol=1e-5)  # a distribution
 
 
-@pytest.mark.parametrize("feed", ["concat", "expected", "none"])
-def test_score_is_query_times_output_embeddings(tiny_shop, sessions, feed):
-    model = build(tiny_shop.catalog, category_feed=feed, item_bias=True, score_scale=7.0)
+@pytest.mark.parametrize(
+    ("feed", "output"), [("concat", "encoder"), ("expected", "ids"), ("none", "separate"), ("concat", "separate")]
+)
+def test_score_is_query_times_output_embeddings(tiny_shop, sessions, feed, output):
+    model = build(tiny_shop.catalog, category_feed=feed, output_embedding=output, item_bias=True, score_scale=7.0)
     batch = whole_batch(sessions, tiny_shop.catalog)
     query = model.encode(batch)
     table = model.item_output_embeddings()

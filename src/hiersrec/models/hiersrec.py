@@ -16,8 +16,9 @@ Recommendations", ORSUM @ RecSys 2023 (arXiv 2309.06533); the design follows ``m
     - ``"factorised"``: ``log P(i) = log P(c(i)) + log P(i | c(i))`` with ``P(i | c)`` a softmax of
       ``h . v_i`` over the items of category ``c``; ``q = h``;
     - ``"none"``: ``q = h`` (flat multi-task learning, or single-task with ``category_loss_weight = 0``).
-  Item scores are ``q . v_i`` against an item output representation ``v`` that is the input item encoder
-  (tied, so metadata reach rare items) or a separate one; optionally cosine scores times ``score_scale``
+  Item scores are ``q . v_i`` against an item output representation ``v``: the input item encoder (tied,
+  so category and metadata reach rare items), its id embeddings only (SASRec's tying), or a separate
+  encoder (``output_embedding``); optionally cosine scores times ``score_scale``
   and a per-item bias (folded in as one more dimension, so scores stay a plain dot product).
 * Loss ``L_item + lambda L_cat`` (cross-entropy over all items / all categories) at every position of
   whole sessions in one forward pass: the same (prefix, next item) cases as prefix augmentation.
@@ -49,6 +50,7 @@ from hiersrec.train.softmax import softmax_cross_entropy_sum
 
 CategoryFeed = Literal["concat", "expected", "factorised", "none"]
 TextFeatures = Literal["none", "hashed", "minilm"]
+OutputEmbedding = Literal["encoder", "ids", "separate"]
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,8 @@ class HierSRecConfig:
     category_feed: CategoryFeed = "concat"  # how the category prediction reaches the item head
     d_feed: int = 32  # width of the projected category distribution ("concat")
     category_loss_weight: float = 0.5  # lambda: weight of the next-category loss
-    tie_output: bool = True  # item output representation = the input item encoder
+    output_embedding: OutputEmbedding = "encoder"  # items scored against: the input item encoder (id, category,
+    # metadata: tied), its id embeddings only (SASRec's tying), or a separate encoder of their own
     item_bias: bool = False  # learned per-item score bias
     score_scale: float = 0.0  # > 0: cosine(q, v) * score_scale instead of the dot product
     loss_chunk: int = 256  # rows per chunk of the full-softmax loss
@@ -96,6 +99,8 @@ class HierSRecConfig:
             raise ConfigError(
                 f"model.category_feed must be concat, expected, factorised or none, not {self.category_feed!r}"
             )
+        if self.output_embedding not in ("encoder", "ids", "separate"):
+            raise ConfigError(f"model.output_embedding must be encoder, ids or separate, not {self.output_embedding!r}")
         if self.text_features not in ("none", "hashed", "minilm"):
             raise ConfigError(f"model.text_features must be none, hashed or minilm, not {self.text_features!r}")
 
@@ -307,7 +312,8 @@ class HierSRec(nn.Module):
             nn.Embedding(config.n_categories, config.d_category, padding_idx=0) if uses_table else None
         )
         self.item_encoder = ItemEncoder(config, features, self.category_table)
-        self.output_encoder = None if config.tie_output else ItemEncoder(config, features, self.category_table)
+        separate = config.output_embedding == "separate"
+        self.output_encoder = ItemEncoder(config, features, self.category_table) if separate else None
         self.positions = nn.Embedding(config.max_len, config.d_model)
         self.blocks = nn.ModuleList(_Block(config) for _ in range(config.n_layers))
         self.final_norm = nn.LayerNorm(config.d_model)
@@ -369,8 +375,10 @@ class HierSRec(nn.Module):
 
     def item_output_embeddings(self) -> torch.Tensor:
         """(V, D') item output representations; row 0 is PAD (its scores are always masked)."""
-        encoder = self.output_encoder or self.item_encoder
-        table = encoder(self._buffers_by_name())
+        if self.config.output_embedding == "ids":
+            table = self.item_encoder.ids.weight
+        else:
+            table = (self.output_encoder or self.item_encoder)(self._buffers_by_name())
         if self.config.score_scale:
             table = F.normalize(table.float(), dim=1)
         if self.item_bias is not None:
