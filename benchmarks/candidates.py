@@ -21,6 +21,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from hiersrec.data.storage import open_dataset
@@ -41,6 +42,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--single-sample", type=int, default=500, help="cases also timed one session at a time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
+    parser.add_argument(
+        "--ann-sample",
+        type=int,
+        default=1000,
+        help="test cases on which candidates are compared with FAISS IVF and HNSW on the model's own embeddings "
+        "(0: skip)",
+    )
+    parser.add_argument("--nprobe", default="1,2,4,8,16,32,64,128", help="IVF cells searched (comparison)")
+    parser.add_argument("--ef-search", default="16,32,64,128,256,512,1024", help="HNSW beam widths (comparison)")
     parser.add_argument("--out", type=Path, default=None, help="results stem (default results/candidates-...)")
     return parser.parse_args(argv)
 
@@ -96,6 +106,72 @@ def plot(report: CandidateReport, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def ann_comparison(model, dataset, budgets: list[str], max_len: int, args) -> list[dict]:
+    """Candidates vs FAISS IVF and HNSW on the trained model's own item embeddings and session queries.
+
+    On the first ``--ann-sample`` test cases: recall of the exact top k and one-session latency of each
+    method, timed interleaved (`benchmarks/scale.py`'s harness). Nothing here is tuned on these cases: the
+    sweeps are the fixed lists of the command line.
+    """
+    from argparse import Namespace
+
+    from hiersrec.data.batching import prefix_batch
+    from hiersrec.retrieval.category import CandidateBudget, select_categories
+    from hiersrec.retrieval.index import CategoryIndex, ExactIndex
+    from scale import faiss_methods, recall, time_methods  # the same harness as the scale benchmark
+
+    targets = dataset.test.target_positions()[: args.ann_sample]
+    with torch.inference_mode():
+        query = model.encode(prefix_batch(dataset.test, dataset.catalog, targets, max_len))
+        embeddings = model.item_output_embeddings().detach().float().clone()
+    exact_index, category_index = ExactIndex(embeddings), CategoryIndex.from_catalog(embeddings, dataset.catalog)
+    methods = [("exact", "", lambda q, _c: exact_index.search(q, args.k)[0], 0.0)]
+    for budget in [CandidateBudget.parse(b) for b in budgets if b != "100%"]:
+        methods.append(
+            (
+                "candidates",
+                budget.label,
+                lambda q, c, budget=budget: category_index.search(
+                    q, args.k, selected=select_categories(c, category_index.sizes, budget)
+                )[0],
+                0.0,
+            )
+        )
+    options = Namespace(nprobe=args.nprobe, ef_search=args.ef_search, hnsw_m=16, hnsw_max_items=10**9, seed=0, k=args.k)
+    methods += faiss_methods(embeddings, dataset.catalog.n_items, options, k=args.k)
+    timings = time_methods(methods, query.item_query, query.category_logits, len(targets), 0, 0)
+    exact_ids = torch.cat(timings[0]["single_ids"])
+    return [
+        {
+            "method": name,
+            "param": param,
+            f"recall_top{args.k}": recall(torch.cat(t["single_ids"]), exact_ids),
+            "single_p50_ms": float(np.percentile(t["single_ms"], 50)),
+            "single_p99_ms": float(np.percentile(t["single_ms"], 99)),
+            "build_s": build_s,
+        }
+        for (name, param, _, build_s), t in zip(methods, timings, strict=True)
+    ]
+
+
+def ann_markdown(rows: list[dict], args) -> str:
+    if not rows:
+        return ""
+    lines = [
+        f"Candidates vs FAISS on this model's embeddings and queries (first {args.ann_sample} test cases; "
+        f"recall of the exact top {args.k}; one session at a time, methods interleaved):",
+        "",
+        "| method | setting | recall | p50 ms | p99 ms | build s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['method']} | {row['param']} | {row[f'recall_top{args.k}']:.4f} | {row['single_p50_ms']:.3f} | "
+            f"{row['single_p99_ms']:.3f} | {row['build_s']:.1f} |"
+        )
+    return "\n".join(lines) + "\n\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -117,8 +193,10 @@ def main(argv: list[str] | None = None) -> None:
         single_session_sample=args.single_sample,
         show_progress=True,
     )
+    ann = ann_comparison(artifact.model, dataset, args.budgets.split(","), max_len, args) if args.ann_sample else []
     report.extra.update(
         {
+            "ann_comparison": ann,
             "dataset": dataset.name,
             "split": "test",
             "run": str(args.run),
@@ -146,7 +224,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{report.extra['machine']}; threads: {args.threads}; load average before/after: {list(load_before)} / "
         f"{report.extra['load_after']} (a shared machine: latencies are pessimistic).\n\n"
         f"```\n{table}\n```\n\nTargets (issue 4, relative to full ranking):\n\n{targets}\n\n"
-        f"![budgets]({stem.with_suffix('.png').name})\n"
+        + ann_markdown(ann, args)
+        + f"![budgets]({stem.with_suffix('.png').name})\n"
     )
     stem.with_suffix(".md").write_text(markdown)
     print(markdown)

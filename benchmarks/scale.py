@@ -195,7 +195,7 @@ def run_size(n_items: int, args: argparse.Namespace) -> dict:
     }
 
 
-def faiss_methods(embeddings: torch.Tensor, n_items: int, args) -> list[tuple[str, str, Search, float]]:
+def faiss_methods(embeddings: torch.Tensor, n_items: int, args, k: int = K) -> list[tuple[str, str, Search, float]]:
     from hiersrec.retrieval.faiss_index import FaissIndex
 
     kinds = [("ivf", {"train_per_list": 64, "seed": args.seed}, "n_probe", args.nprobe)]
@@ -213,7 +213,7 @@ def faiss_methods(embeddings: torch.Tensor, n_items: int, args) -> list[tuple[st
 
             def search(q, _logits, index=index, knob=knob, value=value):
                 index.set_search_params(**{knob: value})
-                return index.search(q, K)[0]
+                return index.search(q, k)[0]
 
             methods.append((f"faiss-{kind}", f"{knob}={value}", search, build_s))
     return methods
