@@ -53,3 +53,35 @@ def test_errors_have_exit_codes_and_one_line(args, status, message, capsys):
     assert message in err
     if status != ExitStatus.USAGE:
         assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_trained_run_full_ranking_and_candidates(tmp_path, capsys):
+    from hiersrec.data.storage import load_prepared, save_prepared
+    from hiersrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
+    from inference_support import trained_run
+
+    shop = SyntheticShopConfig(n_items=120, n_categories=12, n_groups=3, n_sessions=800, seed=5)
+    data_dir = save_prepared(make_synthetic_shop(shop), tmp_path / "data")
+    run = trained_run(load_prepared(data_dir))
+
+    code, out, err = run_cli(["evaluate", str(run), "--data", str(data_dir), "--k", "20", "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["extra"]["validation_split"]["split"] == "train_tail"
+    full_hr = report["metrics"]["hr@20"]
+    assert 0.0 < full_hr <= 1.0 and "cat_acc@1" in report["metrics"]
+
+    args = ["evaluate", str(run), "--data", str(data_dir), "--candidates", "100%", "--candidates", "10%", "--json"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    candidates = json.loads(out)
+    everything, tenth = candidates["budgets"]
+    # The whole catalogue as candidates is exact ranking; a smaller budget can only lose hits.
+    assert everything["candidate_recall"] == 1.0
+    assert everything["metrics"]["hr@20"] == pytest.approx(full_hr)
+    assert tenth["mean_candidate_fraction"] < 0.5 and tenth["metrics"]["hr@20"] <= full_hr + 1e-9
+
+    code, _, err = run_cli(["evaluate", str(run), "--data", "synthetic"], capsys)
+    assert code == ExitStatus.ARTIFACT_ERROR and "vocabulary" in err
+    code, _, err = run_cli(["evaluate", "-m", "pop", "--candidates", "4%"], capsys)
+    assert code == ExitStatus.CONFIG_ERROR and "--candidates needs a trained RUN" in err

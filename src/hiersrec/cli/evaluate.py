@@ -41,12 +41,22 @@ def evaluate(
     ties: Annotated[str, typer.Option(help="Tie policy: pessimistic, optimistic or mean.")] = "pessimistic",
     split: Annotated[str, typer.Option(help="'test', or 'valid' (the model-selection split).")] = "test",
     batch_size: Annotated[int, typer.Option(help="Cases scored at once.")] = 512,
+    candidates: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--candidates",
+            help="With RUN: also rank within category candidates at this budget ('4%', '0.04', 'category:5'); "
+            "repeatable. Reports candidate recall, HR/MRR@k against full ranking and latency.",
+        ),
+    ] = None,
     output: Annotated[Path | None, typer.Option(help="Also write the JSON results to this file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Evaluate baselines (--model) or a trained RUN on DATA by full ranking of every test case."""
     if (run is None) == (not model):
         raise ConfigError("give either a trained RUN directory or at least one --model baseline, not both")
+    if candidates and run is None:
+        raise ConfigError("--candidates needs a trained RUN with a category head (HierSRec), not --model baselines")
     dataset = open_dataset(data)
     protocol = dataset.default_protocol if protocol == "auto" else protocol
     if protocol not in PROTOCOLS:
@@ -55,6 +65,9 @@ def evaluate(
     fit_sessions, sessions = _split(dataset, split)
     options = {"ks": ks, "protocol": protocol, "ties": ties, "batch_size": batch_size, "show_progress": not as_json}
     reports: dict[str, EvalReport] = {}
+    if run is not None and candidates:
+        _evaluate_candidates(run, dataset, sessions, candidates, options, output, as_json)
+        return
     if run is not None:
         reports[run.name] = _evaluate_run(run, dataset, sessions, split, options)
     else:
@@ -89,7 +102,7 @@ def _split(dataset: PreparedDataset, split: str):
     raise ConfigError(f"unknown split {split!r}; use 'test' or 'valid'")
 
 
-def _evaluate_run(run: Path, dataset: PreparedDataset, sessions, split: str, options: dict[str, Any]) -> EvalReport:
+def _load_checked_run(run: Path, dataset: PreparedDataset):
     from hiersrec.train.artifact import load_artifact
 
     artifact = load_artifact(run)
@@ -102,9 +115,37 @@ def _evaluate_run(run: Path, dataset: PreparedDataset, sessions, split: str, opt
         )
     if artifact.vocab.item_ids != dataset.vocab.item_ids:
         raise ArtifactError(f"{run}: the run's item vocabulary differs from the dataset's; wrong --data?")
+    return artifact
+
+
+def _evaluate_run(run: Path, dataset: PreparedDataset, sessions, split: str, options: dict[str, Any]) -> EvalReport:
+    artifact = _load_checked_run(run, dataset)
     report = run_evaluation(artifact.model, sessions, dataset.catalog, max_len=artifact.model.config.max_len, **options)
     report.extra["validation_split"] = artifact.meta.get("validation_split")
     return report
+
+
+def _evaluate_candidates(run, dataset, sessions, budgets, options, output, as_json) -> None:
+    from hiersrec.retrieval.evaluate import evaluate_candidates, format_candidate_table
+
+    artifact = _load_checked_run(run, dataset)
+    report = evaluate_candidates(
+        artifact.model,
+        sessions,
+        dataset.catalog,
+        budgets=budgets,
+        k=max(options["ks"]),
+        protocol=options["protocol"],
+        ties=options["ties"],
+        batch_size=options["batch_size"],
+        max_len=artifact.model.config.max_len,
+        show_progress=options["show_progress"],
+    )
+    payload = {**report.to_dict(), "extra": {"dataset": dataset.name, **provenance()}}
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(payload, indent=2) + "\n")
+    typer.echo(json.dumps(payload) if as_json else format_candidate_table(report))
 
 
 def _evaluate_baseline(name, params, tune_trials, dataset, fit_sessions, sessions, options) -> EvalReport:
