@@ -215,3 +215,25 @@ def test_importing_hiersrec_never_imports_the_text_encoder():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_inference_item_tables_are_cached_and_invalidated_by_weight_changes():
+    # Regression: every inference call rebuilt the (V, D) item tables (serving latency, issue 4).
+    from hiersrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
+    from hiersrec.models.hiersrec import HierSRec, HierSRecConfig, ItemFeatures
+
+    shop = make_synthetic_shop(SyntheticShopConfig(n_items=37, n_categories=5, n_groups=2, n_sessions=50))
+    config = HierSRecConfig(d_model=16, n_heads=2, d_ff=32, max_len=7).with_catalog(shop.catalog)
+    model = HierSRec(config, ItemFeatures.from_catalog(shop.catalog, config)).eval()
+    with torch.no_grad():
+        first = model.item_output_embeddings()
+        assert model.item_output_embeddings() is first  # cached
+        model.item_encoder.ids.weight.add_(1.0)  # an in-place update, like an optimizer step
+        changed = model.item_output_embeddings()
+    assert changed is not first and not torch.equal(changed, first)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["item_encoder.ids.weight"] += 1.0
+    model.load_state_dict(state)
+    with torch.no_grad():
+        assert not torch.equal(model.item_output_embeddings(), changed)
+    assert model.train().item_output_embeddings().requires_grad  # training never reads the cache

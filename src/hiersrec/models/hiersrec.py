@@ -29,7 +29,7 @@ the flat model and learns what the category prediction adds; this trains more st
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -340,6 +340,19 @@ class HierSRec(nn.Module):
     def _buffers_by_name(self) -> dict[str, torch.Tensor]:
         return {f.name: getattr(self, f"features_{f.name}") for f in fields(ItemFeatures)}
 
+    def _cached(self, name: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        # Inference recomputes the (V, D) item tables on every call otherwise (tens of ms at 43k items, the
+        # bulk of a served request). They are cached only without autograd and outside training, keyed by the
+        # parameters' identities and in-place versions, so optimizer steps, load_state_dict and .to() all
+        # invalidate them.
+        if self.training or torch.is_grad_enabled():
+            return compute()
+        key = tuple((id(p), p._version, p.device, p.dtype) for p in self.parameters())
+        cache = self.__dict__.setdefault("_table_cache", {})
+        if cache.get(name, (None,))[0] != key:
+            cache[name] = (key, compute())
+        return cache[name][1]
+
     def _states(self, items: torch.Tensor, lengths: torch.Tensor, dropout: float) -> torch.Tensor:
         """Hidden states (B, T, D) of LEFT-padded ``items`` (B, T), T <= max_len, aligned to the first click.
 
@@ -351,7 +364,8 @@ class HierSRec(nn.Module):
         shift = width - lengths  # (B,) padding columns on the left
         gather = (torch.arange(width, device=items.device)[None, :] + shift[:, None]) % width  # (B, T)
         aligned = items.gather(1, gather)  # real clicks first, padding after
-        x = F.embedding(aligned, self.item_encoder(self._buffers_by_name()))  # (B, T, D)
+        table = self._cached("input", lambda: self.item_encoder(self._buffers_by_name()))  # (V, D)
+        x = F.embedding(aligned, table)  # (B, T, D)
         x = x + self.positions.weight[:width]
         x = F.dropout(x, self.config.input_dropout if dropout else 0.0)
         for block in self.blocks:
@@ -375,6 +389,9 @@ class HierSRec(nn.Module):
 
     def item_output_embeddings(self) -> torch.Tensor:
         """(V, D') item output representations; row 0 is PAD (its scores are always masked)."""
+        return self._cached("output", self._output_table)
+
+    def _output_table(self) -> torch.Tensor:
         if self.config.output_embedding == "ids":
             table = self.item_encoder.ids.weight
         else:
