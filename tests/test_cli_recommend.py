@@ -95,7 +95,7 @@ def test_recommend_file_matches_one_by_one_and_ignores_chunking(tmp_path, recomm
         alone = recommender.recommend(session, k=4)
         assert row["item_ids"] == list(alone.item_ids) and row["category_ids"] == list(alone.category_ids)
         assert row["scores"] == pytest.approx(alone.scores)
-    assert rows[2]["fallback"] == "empty" and rows[2]["unknown_items"] == ["nope"] and rows[2]["item_ids"] == []
+    assert rows[2]["fallback"] == "popularity" and rows[2]["unknown_items"] == ["nope"] and len(rows[2]["item_ids"]) > 0
     assert rows[0]["fallback"] is None
 
 
@@ -122,7 +122,8 @@ def test_cli_one_session_as_json_and_as_a_table(run_dir, capsys, recommender):
     assert code == ExitStatus.OK and payload["item_ids"] == list(expected.item_ids)
     assert payload["unknown_items"] == ["zz"] and payload["fallback"] is None
     code, out, err = _run(["recommend", str(run_dir), "--session", "zz", "-k", "2"], capsys)
-    assert code == ExitStatus.OK and "fallback 'empty'" in err and len(out.strip().splitlines()) == 1
+    # header line + k = 2 popularity rows
+    assert code == ExitStatus.OK and "fallback 'popularity'" in err and len(out.strip().splitlines()) == 3
 
 
 def test_cli_file_mode(run_dir, tmp_path, capsys):

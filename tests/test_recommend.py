@@ -173,3 +173,12 @@ def test_recommended_scores_equal_the_evaluated_scores(shop, model, recommender)
         served = dict(zip(rec.item_ids, rec.scores, strict=True))
         target_item = int(shop.test.items[target])
         assert served[_raw(shop, [target_item])[0]] == pytest.approx(evaluated[row, target_item].item(), rel=1e-5)
+
+
+def test_a_loaded_run_falls_back_to_its_training_popularity(shop):
+    recommender = Recommender.from_artifact(trained_run(shop))
+    rec = recommender.recommend([], k=3)
+    fit_sessions, _ = shop.validation_split()  # the run saved the click counts of what it was fitted on
+    counts = fit_sessions.item_counts(shop.catalog.n_items)
+    returned = counts[shop.vocab.encode_items(list(rec.item_ids))]
+    assert rec.fallback == "popularity" and returned.tolist() == sorted(counts[1:], reverse=True)[:3]

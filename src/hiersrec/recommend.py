@@ -123,7 +123,7 @@ class Recommender:
         artifact = load_artifact(Path(run_dir))
         config = artifact.config.to_dict() if hasattr(artifact.config, "to_dict") else dict(artifact.config)
         metadata = {"run": str(run_dir), "config": config, "meta": artifact.meta, "metrics": artifact.metrics}
-        popularity = getattr(artifact, "item_popularity", None)  # training click counts, when the run saved them
+        popularity = artifact.item_popularity  # training click counts (None for runs saved without them)
         return cls(artifact.model, artifact.vocab, artifact.catalog, popularity, metadata=metadata, **kwargs)
 
     @property

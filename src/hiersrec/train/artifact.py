@@ -6,6 +6,7 @@ A finished run directory holds::
     weights.pt        the selected model's state_dict (tensors only; loaded with weights_only=True)
     vocab.json        raw item / category ids of each index
     catalog.npz       item categories and metadata columns (loaded with allow_pickle=False)
+    popularity.npy    click count of each item index in the training sessions (the recommender's fallback)
     metrics.json      validation metrics of the selected epoch, epochs run
     meta.json         versions, commit, device, seed, data fingerprint, validation split, format_version
     train_log.jsonl   one JSON record per epoch
@@ -36,6 +37,7 @@ from hiersrec.errors import ArtifactError
 FORMAT_VERSION = 1
 CHECKPOINT = "checkpoint.pt"
 META = "meta.json"
+POPULARITY = "popularity.npy"
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Artifact:
     config: Any  # hiersrec.config.RunConfig
     meta: dict[str, Any]
     metrics: dict[str, Any]
+    item_popularity: np.ndarray | None = None  # (V,) training click counts; None for runs saved without them
 
 
 def save_artifact(
@@ -59,6 +62,7 @@ def save_artifact(
     meta: dict[str, Any],
     metrics: dict[str, Any],
     history: list[dict[str, Any]],
+    item_popularity: np.ndarray | None = None,
 ) -> Path:
     """Write a complete run directory (``meta.json`` last) and return its path.
 
@@ -71,6 +75,7 @@ def save_artifact(
         meta: provenance (``format_version`` is added).
         metrics: validation metrics of the selected epoch and run summary.
         history: per-epoch records (also plotted to ``curve.png``).
+        item_popularity: (V,) click counts of the training sessions, the fallback for empty sessions.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -78,6 +83,10 @@ def save_artifact(
     _atomic_save(run_dir / "weights.pt", {k: v.detach().cpu() for k, v in model.state_dict().items()})
     write_json(run_dir / "vocab.json", {"item_ids": list(vocab.item_ids), "category_ids": list(vocab.category_ids)})
     _write_catalog(run_dir / "catalog.npz", catalog)
+    if item_popularity is not None:
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(item_popularity, dtype=np.int64))
+        _atomic_write(run_dir / POPULARITY, buffer.getvalue())
     write_json(run_dir / "metrics.json", metrics)
     write_log(run_dir, history)
     _plot_curve(run_dir / "curve.png", history)
@@ -108,9 +117,10 @@ def load_artifact(run_dir: str | Path, map_location: str | torch.device = "cpu")
     model.eval()
     vocab_raw = read_json(run_dir / "vocab.json")
     vocab = Vocab(item_ids=tuple(vocab_raw["item_ids"]), category_ids=tuple(vocab_raw["category_ids"]))
-    return Artifact(
-        model, vocab, _read_catalog(run_dir / "catalog.npz"), config, meta, read_json(run_dir / "metrics.json")
-    )
+    popularity_path = run_dir / POPULARITY
+    popularity = np.load(popularity_path, allow_pickle=False) if popularity_path.is_file() else None
+    catalog = _read_catalog(run_dir / "catalog.npz")
+    return Artifact(model, vocab, catalog, config, meta, read_json(run_dir / "metrics.json"), popularity)
 
 
 def write_checkpoint(run_dir: str | Path, state: dict[str, Any]) -> None:

@@ -136,8 +136,9 @@ def fit_run(
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "wall_seconds_this_process": time.time() - started,
     }
-    save_artifact(run_dir, model, data.vocab, data.catalog, config, meta, metrics, result.history)
-    artifact = Artifact(model, data.vocab, data.catalog, config, meta, metrics)
+    popularity = data.train.item_counts(data.catalog.n_items)
+    save_artifact(run_dir, model, data.vocab, data.catalog, config, meta, metrics, result.history, popularity)
+    artifact = Artifact(model, data.vocab, data.catalog, config, meta, metrics, popularity)
     return artifact, result
 
 
