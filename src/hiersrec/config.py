@@ -26,7 +26,7 @@ from hiersrec.errors import ConfigError
 from hiersrec.models.hiersrec import HierSRecConfig
 from hiersrec.train.loop import TrainConfig
 
-PRESET_DIR = Path(__file__).resolve().parents[2] / "configs"  # the repository's configs/ folder
+PRESET_DIR = Path(__file__).resolve().parent / "presets"  # shipped with the package (package data)
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def load_config(
     Args:
         path: a TOML file with ``[data]``, ``[model]``, ``[train]`` tables (all optional).
         overrides: ``"train.lr=3e-4"``-style assignments, parsed with the field's type.
-        preset: name of a file in the repository's ``configs/`` folder (``"diginetica_hiersrec"``).
+        preset: name of a preset shipped in ``hiersrec/presets/`` (``"diginetica_hiersrec"``).
 
     Raises:
         ConfigError: unreadable file, unknown section or key, wrong type, inconsistent values.
@@ -109,7 +109,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
 
 
 def preset_path(name: str) -> Path:
-    """The file of preset ``name`` in the repository's ``configs/`` folder."""
+    """The file of preset ``name`` in the package's ``presets/`` folder."""
     path = PRESET_DIR / f"{name.removesuffix('.toml')}.toml"
     if not path.is_file():
         available = sorted(p.stem for p in PRESET_DIR.glob("*.toml"))

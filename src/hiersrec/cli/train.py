@@ -23,7 +23,7 @@ def train(
         Path | None, typer.Option("--config", help="A TOML run file with the tables data, model and train.")
     ] = None,
     preset: Annotated[
-        str | None, typer.Option(help="A preset in configs/, e.g. diginetica_hiersrec (instead of --config).")
+        str | None, typer.Option(help="A shipped preset, e.g. diginetica_hiersrec (instead of --config).")
     ] = None,
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="Override, e.g. train.lr=3e-4 or model.d_model=128; repeatable.")
