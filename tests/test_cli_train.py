@@ -50,11 +50,14 @@ def test_resume_finishes_an_interrupted_run(prepared, tmp_path, capsys):
     )
     assert code == 0, err
     (out / "meta.json").unlink()  # as if it stopped before finishing
-    code, _, err = run_cli(
-        ["train", "--data", str(prepared), "--out", str(out), *FAST, "--set", "train.epochs=1", "--resume"], capsys
-    )
+    # The saved configuration is reused; only how the run is executed may change (here: --json, no progress bar).
+    code, _, err = run_cli(["train", "--data", str(prepared), "--out", str(out), "--resume", "--json"], capsys)
     assert code == 0, err
     assert (out / "meta.json").is_file() and json.loads((out / "meta.json").read_text())["resumed"] is True
+    code, _, err = run_cli(
+        ["train", "--data", str(prepared), "--out", str(out), "--resume", "--set", "train.lr=1e-4"], capsys
+    )
+    assert code == ExitStatus.CONFIG_ERROR and "differs" in err
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import json
 import tomllib
 import types
 import typing
@@ -66,10 +67,11 @@ MODEL_NAMES = ("hiersrec",)
 def load_config(
     path: str | Path | None = None, overrides: Sequence[str] = (), *, preset: str | None = None
 ) -> RunConfig:
-    """Read a TOML run file (or a preset, or the defaults) and apply ``section.key=value`` overrides.
+    """Read a TOML run file (or a preset, a run's ``config.json``, or the defaults) and apply overrides.
 
     Args:
-        path: a TOML file with ``[data]``, ``[model]``, ``[train]`` tables (all optional).
+        path: a TOML file with ``[data]``, ``[model]``, ``[train]`` tables (all optional), or the
+            ``config.json`` of a run directory (to continue or repeat that run).
         overrides: ``"train.lr=3e-4"``-style assignments, parsed with the field's type.
         preset: name of a preset shipped in ``hiersrec/presets/`` (``"diginetica_hiersrec"``).
 
@@ -81,7 +83,9 @@ def load_config(
     if preset is not None:
         path = preset_path(preset)
     raw: dict[str, Any] = {}
-    if path is not None:
+    if path is not None and Path(path).suffix == ".json":
+        raw = _read_json(Path(path))
+    elif path is not None:
         raw = _read_toml(Path(path))
     for assignment in overrides:
         section, key, value = _parse_override(assignment)
@@ -128,6 +132,15 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found") from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML ({error})") from error
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise ConfigError(f"{path}: config file not found") from error
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path}: not a readable JSON config ({error})") from error
 
 
 def _parse_override(assignment: str) -> tuple[str, str, str]:

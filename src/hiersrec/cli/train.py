@@ -28,12 +28,16 @@ def train(
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="Override, e.g. train.lr=3e-4 or model.d_model=128; repeatable.")
     ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run in --out (with its saved configuration).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Train HierSRec on DATA's train split; early stopping on its validation split (never the test split)."""
     from hiersrec.train.run import TrainingData, fit_run
 
+    if resume and config is None and preset is None:
+        config = out / "config.json"  # continue the run with the configuration it was started with
     run_config = load_config(config, overrides or [], preset=preset)  # all config errors before any data is read
     source = data or run_config.data.path
     if not source:

@@ -7,6 +7,7 @@ split, so no code path of training or model selection can read test sessions.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -142,12 +143,18 @@ def fit_run(
     return artifact, result
 
 
+def _outcome_fields(config: RunConfig) -> RunConfig:
+    # What decides the result: resuming may change only how it is run (progress bar, threads, device, data path).
+    train = dataclasses.replace(config.train, show_progress=True, threads=0, device="auto")
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, path=""), train=train)
+
+
 def _prepare_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
     if resume:
         if not (run_dir / CHECKPOINT).is_file():
             raise ArtifactError(f"cannot resume: {run_dir} has no {CHECKPOINT}; start the run without --resume")
         saved = config_from_dict(read_json(run_dir / "config.json"))
-        if saved != config:
+        if _outcome_fields(saved) != _outcome_fields(config):
             raise ConfigError(f"--resume: the configuration differs from the one {run_dir} was started with")
         return
     if run_dir.exists() and any(run_dir.iterdir()):
