@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from hiersrec.train.softmax import softmax_cross_entropy_sum
 
 
-def reference(query, table, targets):
-    return F.cross_entropy((query @ table.T)[:, 1:], targets - 1, reduction="sum")  # PAD column excluded
+def reference(query, table, targets, bias=0.0):
+    logits = query @ table.T + bias
+    return F.cross_entropy(logits[:, 1:], targets - 1, reduction="sum")  # PAD column excluded
 
 
 @pytest.mark.parametrize("chunk_size", [1, 4, 7, 100])
@@ -51,3 +52,18 @@ def test_bfloat16_compute_is_close_to_float32():
     exact = softmax_cross_entropy_sum(query, table, targets)
     approx = softmax_cross_entropy_sum(query, table, targets, compute_dtype=torch.bfloat16)
     torch.testing.assert_close(approx, exact, rtol=2e-2, atol=0)
+
+
+def test_group_bias_adds_to_every_item_of_the_group_and_gets_its_gradient():
+    torch.manual_seed(3)
+    query, table = torch.randn(6, 4, requires_grad=True), torch.randn(9, 4, requires_grad=True)
+    item_groups = torch.tensor([0, 1, 1, 1, 2, 2, 3, 3, 3])
+    bias = torch.randn(6, 4, requires_grad=True)
+    targets = torch.tensor([2, 5, 7, 3, 4, 8])
+    softmax_cross_entropy_sum(query, table, targets, item_groups=item_groups, group_bias=bias, chunk_size=4).backward()
+    grads = [t.grad.clone() for t in (query, table, bias)]
+    for t in (query, table, bias):
+        t.grad = None
+    reference(query, table, targets, bias[:, item_groups]).backward()
+    for got, t in zip(grads, (query, table, bias), strict=True):
+        torch.testing.assert_close(got, t.grad)

@@ -15,7 +15,7 @@ from hiersrec.errors import ConfigError, DataError
 from hiersrec.models.hiersrec import HierSRec, HierSRecConfig, HierSRecQuery, ItemFeatures
 from hiersrec_support import MAX_LEN, build_model
 
-FEEDS = ("concat", "expected", "factorised", "none")
+FEEDS = ("concat", "expected", "factorised", "prior", "none")
 
 
 def build(catalog, seed: int = 0, **overrides) -> HierSRec:
@@ -237,3 +237,16 @@ def test_inference_item_tables_are_cached_and_invalidated_by_weight_changes():
     with torch.no_grad():
         assert not torch.equal(model.item_output_embeddings(), changed)
     assert model.train().item_output_embeddings().requires_grad  # training never reads the cache
+
+
+def test_prior_feed_loss_is_the_cross_entropy_of_its_scores(tiny_shop, sessions):
+    model = build(tiny_shop.catalog, category_feed="prior")
+    with torch.no_grad():
+        model.prior_weight.fill_(0.7)
+    out = model(whole_batch(sessions, tiny_shop.catalog))
+    scores = _scores_from_output(model, out)
+    torch.testing.assert_close(
+        out.item_loss, F.cross_entropy(scores[:, 1:], out.target_items - 1), rtol=1e-5, atol=1e-5
+    )
+    out.loss.backward()
+    assert model.prior_weight.grad is not None and model.prior_weight.grad.abs() > 0

@@ -15,6 +15,8 @@ Recommendations", ORSUM @ RecSys 2023 (arXiv 2309.06533); the design follows ``m
       the input's category table;
     - ``"factorised"``: ``log P(i) = log P(c(i)) + log P(i | c(i))`` with ``P(i | c)`` a softmax of
       ``h . v_i`` over the items of category ``c``; ``q = h``;
+    - ``"prior"``: the category's log-probability as a learned-weight prior on every item's score,
+      ``score(i) = h . v_i + w log P(c(i))``, normalised over all items; ``q = h``;
     - ``"none"``: ``q = h`` (flat multi-task learning, or single-task with ``category_loss_weight = 0``).
   Item scores are ``q . v_i`` against an item output representation ``v``: the input item encoder (tied,
   so category and metadata reach rare items), its id embeddings only (SASRec's tying), or a separate
@@ -48,7 +50,7 @@ from hiersrec.train.softmax import softmax_cross_entropy_sum
 # Shapes: B batch, T positions, N training targets, D d_model, D' item query width (D, +1 with item_bias),
 # V items incl. PAD, C categories incl. PAD.
 
-CategoryFeed = Literal["concat", "expected", "factorised", "none"]
+CategoryFeed = Literal["concat", "expected", "factorised", "prior", "none"]
 TextFeatures = Literal["none", "hashed", "minilm"]
 OutputEmbedding = Literal["encoder", "ids", "separate"]
 
@@ -95,9 +97,9 @@ class HierSRecConfig:
                 raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
         if self.category_loss_weight < 0 or self.score_scale < 0:
             raise ConfigError("model.category_loss_weight and model.score_scale must be >= 0")
-        if self.category_feed not in ("concat", "expected", "factorised", "none"):
+        if self.category_feed not in ("concat", "expected", "factorised", "prior", "none"):
             raise ConfigError(
-                f"model.category_feed must be concat, expected, factorised or none, not {self.category_feed!r}"
+                f"model.category_feed must be concat, expected, factorised, prior or none, not {self.category_feed!r}"
             )
         if self.output_embedding not in ("encoder", "ids", "separate"):
             raise ConfigError(f"model.output_embedding must be encoder, ids or separate, not {self.output_embedding!r}")
@@ -260,7 +262,7 @@ class HierSRecQuery:
 
     Attributes:
         item_query: (B, D') query; item scores are ``item_query @ item_output_embeddings().T``
-            (for ``category_feed = "factorised"`` these are the within-category logits, see `HierSRec.score`).
+            (for the "factorised" and "prior" feeds the category logits enter too, see `HierSRec.score`).
         category_logits: (B, C) next-category logits, column 0 (PAD) = -inf.
     """
 
@@ -328,6 +330,7 @@ class HierSRec(nn.Module):
             else None
         )
         self.item_bias = nn.Parameter(torch.zeros(config.n_items)) if config.item_bias else None
+        self.prior_weight = nn.Parameter(torch.ones(())) if config.category_feed == "prior" else None
         self.apply(_init_weights)
         for encoder in (self.item_encoder, self.output_encoder):
             if encoder is not None and encoder.proj is not None:
@@ -422,7 +425,7 @@ class HierSRec(nn.Module):
         query, target_items = self.encode_positions(batch, target_mask)
         target_categories = self.features_item_category[target_items]
         category_loss = F.cross_entropy(query.category_logits, target_categories)
-        item_loss = self._item_loss(query.item_query, target_items, target_categories, category_loss)
+        item_loss = self._item_loss(query, target_items, target_categories, category_loss)
         loss = item_loss + self.config.category_loss_weight * category_loss
         return HierSRecOutput(loss, item_loss, category_loss, query.item_query, query.category_logits, target_items)
 
@@ -448,24 +451,30 @@ class HierSRec(nn.Module):
         query, category_logits = self._heads(states[selected], dropout)  # (N, D'), (N, C)
         return HierSRecQuery(item_query=query, category_logits=category_logits), next_items[selected]
 
-    def _item_loss(self, query, target_items, target_categories, category_loss) -> torch.Tensor:
-        device_type = query.device.type
+    def _item_loss(self, query: HierSRecQuery, target_items, target_categories, category_loss) -> torch.Tensor:
+        device_type = target_items.device.type
         autocast = torch.is_autocast_enabled(device_type)
         compute_dtype = torch.get_autocast_dtype(device_type) if autocast else torch.float32
-        factorised = self.config.category_feed == "factorised"
+        feed = self.config.category_feed
         with torch.autocast(device_type, enabled=False):
             total = softmax_cross_entropy_sum(
-                query.float(),
+                query.item_query.float(),
                 self.item_output_embeddings().float(),
                 target_items,
-                target_groups=target_categories if factorised else None,
-                item_groups=self.features_item_category if factorised else None,
+                item_groups=self.features_item_category,
+                target_groups=target_categories if feed == "factorised" else None,
+                group_bias=self._category_prior(query.category_logits) if feed == "prior" else None,
                 chunk_size=self.config.loss_chunk,
                 compute_dtype=compute_dtype,
             )
         item_loss = total / max(target_items.numel(), 1)
         # Factorised: -log P(i) = -log P(c(i)) - log P(i | c(i)).
-        return item_loss + category_loss if factorised else item_loss
+        return item_loss + category_loss if feed == "factorised" else item_loss
+
+    def _category_prior(self, category_logits: torch.Tensor) -> torch.Tensor:
+        """(N, C) ``w log P(c)`` of the "prior" feed; 0 in the padding column (padding items are masked anyway)."""
+        log_probs = F.pad(category_logits[:, 1:].float().log_softmax(dim=1), (1, 0))
+        return self.prior_weight * log_probs
 
     # -- inference ---------------------------------------------------------------------------------------------
 
@@ -494,6 +503,7 @@ class HierSRec(nn.Module):
         For the "concat", "expected" and "none" feeds this is ``item_query @ item_output_embeddings().T``.
         For "factorised" it is ``log P(c(i)) + log P(i | c(i))``: ``log_softmax(category_logits)[c(i)]``
         plus the item logit ``item_query . v_i`` minus the log-sum-exp of the logits of ``i``'s category.
+        For "prior" it is ``item_query . v_i + w log_softmax(category_logits)[c(i)]`` (``w`` learned).
         """
         return self.score_query(self.encode(batch))
 
@@ -501,6 +511,8 @@ class HierSRec(nn.Module):
     def score_query(self, query: HierSRecQuery) -> torch.Tensor:
         """(B, V) float32 scores of encoded queries (what `score` returns for the same sessions)."""
         logits = query.item_query.float() @ self.item_output_embeddings().float().T  # (B, V)
+        if self.config.category_feed == "prior":
+            logits += self._category_prior(query.category_logits)[:, self.features_item_category]
         logits[:, 0] = float("-inf")
         if self.config.category_feed != "factorised":
             return logits
