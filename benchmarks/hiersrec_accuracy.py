@@ -4,8 +4,10 @@ Every run trains on the head of the training sessions, selects its epoch by vali
 chronological tail (``data.valid_fraction``; or on the source's validation split for leave-one-out data),
 and only then is its selected checkpoint evaluated once on the test split (the dataset's protocol: every
 prefix, or the last item for leave-one-out data; full ranking, pessimistic ties). ``--breakdown`` adds
-HR/NDCG by the target item's popularity in train. ``--valid-only`` never reads test at all: use it for
-tuning sweeps. Variants differ by configuration only:
+HR/NDCG by the target item's popularity in train. ``--refit`` also retrains each run on all training
+sessions (validation tail included) for the number of epochs it chose, the way the baselines are refitted
+after tuning, and reports that model's test metrics separately. ``--valid-only`` never reads test at all:
+use it for tuning sweeps. Variants differ by configuration only:
 
     hierarchical      category task fed into the item head (HierSRec; ``category_feed`` of the preset)
     flat              both heads on the shared state, nothing fed across (flat multi-task learning)
@@ -66,6 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="override for every run")
     parser.add_argument("--valid-only", action="store_true", help="never evaluate on test (tuning sweeps)")
     parser.add_argument("--breakdown", action="store_true", help="test metrics by target popularity in train")
+    parser.add_argument("--refit", action="store_true", help="also refit on all train for the chosen epochs")
     parser.add_argument("--out", type=Path, help="output stem (default: benchmarks/results/hiersrec_accuracy-...)")
     parser.add_argument("--runs-dir", type=Path, default=REPO / "benchmarks" / "work" / "runs")
     return parser.parse_args(argv)
@@ -108,14 +111,22 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         "valid": result.best_metrics,
         "validation_split": data.validation,
     }
-    if not job["valid_only"]:
-        full = open_dataset(job["dataset"])
-        model = _OnDevice(artifact.model, config.train.device)
-        options = {"max_len": config.model.max_len, "protocol": full.default_protocol}
+    models = {"test": artifact.model}
+    if job["refit"]:
+        # Same configuration and schedule on all training sessions, stopped at the epoch chosen above.
+        refit_data = TrainingData.for_refit(open_dataset(job["dataset"]), config.data.valid_fraction)
+        refit, _ = fit_run(config, refit_data, Path(job["run_dir"]) / "refit", stop_after=result.best_epoch)
+        models["test_refit"] = refit.model
+    if job["valid_only"]:
+        return record
+    full = open_dataset(job["dataset"])
+    options = {"max_len": config.model.max_len, "protocol": full.default_protocol}
+    for split, trained in models.items():
+        model = _OnDevice(trained, config.train.device)
         report = evaluate(model, full.test, data.catalog, ks=TEST_KS, batch_size=1024, **options)
-        record.update(test=report.metrics, test_cases=report.n_cases, protocol=full.default_protocol)
+        record.update({split: report.metrics, "test_cases": report.n_cases, "protocol": full.default_protocol})
         if job["breakdown"]:
-            record["test_by_popularity"] = popularity_breakdown(model, full, **options)
+            record[f"{split}_by_popularity"] = popularity_breakdown(model, full, **options)
     return record
 
 
@@ -176,7 +187,7 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for variant in dict.fromkeys(r["variant"] for r in records):
         runs = [r for r in records if r["variant"] == variant]
         entry: dict[str, Any] = {"seeds": [r["seed"] for r in runs], "best_epochs": [r["best_epoch"] for r in runs]}
-        for split in ("valid", "test"):
+        for split in ("valid", "test", "test_refit"):
             if all(split in r for r in runs):
                 keys = runs[0][split].keys()
                 values = {k: np.array([r[split][k] for r in runs]) for k in keys}
@@ -191,11 +202,15 @@ def markdown(summary: dict[str, dict[str, Any]], header: dict[str, Any]) -> str:
     """The summary as markdown tables (metrics in %, mean +- std over seeds)."""
     lines = [f"# HierSRec ablation on {header['dataset']}", ""]
     lines += header_lines(header)
-    for split in ("valid", "test"):
+    titles = {
+        "valid": "validation (selection split)",
+        "test": "test (evaluated once per selected checkpoint)",
+        "test_refit": "test of the refits (all training sessions, the epochs chosen on validation)",
+    }
+    for split, title in titles.items():
         rows = [(name, entry[split]) for name, entry in summary.items() if split in entry]
         if not rows:
             continue
-        title = "validation (selection split)" if split == "valid" else "test (evaluated once per selected run)"
         lines += ["", f"## {title}", "", "| variant | " + " | ".join(TABLE) + " | best epochs |"]
         lines.append("|---" * (len(TABLE) + 2) + "|")
         for name, metrics in rows:
@@ -224,6 +239,7 @@ def main(argv: list[str] | None = None) -> None:
             "threads": args.threads,
             "valid_only": args.valid_only,
             "breakdown": args.breakdown,
+            "refit": args.refit,
             "run_dir": str(args.runs_dir / out.name / f"{variant.split(':')[0]}-seed{seed}"),
         }
         for variant in args.variants.split(";" if ":" in args.variants else ",")
@@ -241,7 +257,8 @@ def main(argv: list[str] | None = None) -> None:
             log.write(json.dumps(record) + "\n")
             log.flush()
             print(f"{record['variant']} seed {record['seed']}: epoch {record['best_epoch']}/{record['epochs_run']}"
-                  f" valid {_short(record['valid'])} | test {_short(record.get('test', {}))}", flush=True)  # fmt: skip
+                  f" valid {_short(record['valid'])} | test {_short(record.get('test', {}))}"
+                  f" | refit {_short(record.get('test_refit', {}))}", flush=True)  # fmt: skip
     summary = summarise(records)
     out.with_suffix(".json").write_text(json.dumps({**header, "summary": summary, "runs": records}, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(summary, header))

@@ -121,3 +121,15 @@ def test_training_data_never_holds_the_test_split(tiny_shop):
     assert data.train.n_sessions + data.valid.n_sessions == tiny_shop.train.n_sessions
     with pytest.raises(TypeError, match="TrainingData"):
         fit_run(load_config(overrides=FAST), tiny_shop, "unused")
+
+
+def test_refit_trains_on_all_training_sessions_for_the_chosen_epochs(tiny_shop, tmp_path):
+    data = TrainingData.for_refit(tiny_shop, 0.2)
+    assert data.valid is None and data.train.n_sessions == tiny_shop.train.n_sessions
+    assert data.validation["epochs_chosen_on"]["split"] == "train_tail"
+    config = load_config(overrides=[*FAST, "train.epochs=3"])
+    artifact, result = fit_run(config, data, tmp_path / "refit", stop_after=2)
+    assert [r["epoch"] for r in result.history] == [1, 2] and result.best_epoch == 2
+    assert not any(k.startswith("valid_") for k in result.history[-1]) and result.best_metrics == {}
+    assert artifact.meta["validation_split"]["split"].startswith("none")
+    assert load_artifact(tmp_path / "refit").metrics["stop_after"] == 2

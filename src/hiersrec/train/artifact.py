@@ -237,7 +237,8 @@ def _plot_curve(path: Path, history: list[dict[str, Any]]) -> None:
     for name in sorted({k for record in history for k in record if k.startswith("valid_") and "@" in k}):
         metric_axes.plot(epochs, [record.get(name) for record in history], marker="o", label=name)
     metric_axes.set(xlabel="epoch", title="validation")
-    metric_axes.legend(fontsize="small")
+    if metric_axes.get_lines():  # a refit has no validation metrics
+        metric_axes.legend(fontsize="small")
     figure.tight_layout()
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()

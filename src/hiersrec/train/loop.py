@@ -90,13 +90,14 @@ def resolve_device(name: str) -> torch.device:
 def train(
     model: nn.Module,
     train_sessions: SessionData,
-    valid_sessions: SessionData,
+    valid_sessions: SessionData | None,
     catalog: ItemCatalog,
     cfg: TrainConfig,
     *,
     run_dir: str | Path | None = None,
     resume: bool = False,
     valid_protocol: str = "all_prefixes",
+    stop_after: int | None = None,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` (its ``forward(batch, target_mask)`` returns an output with ``.loss``).
@@ -104,12 +105,15 @@ def train(
     Args:
         model: e.g. `HierSRec`; moved to ``cfg.device``.
         train_sessions: sessions to fit on.
-        valid_sessions: early-stopping sessions (the train tail or the source's validation split; never test).
+        valid_sessions: early-stopping sessions (the train tail or the source's validation split; never test);
+            None to refit without selection: the last epoch's weights are kept.
         catalog: item attributes for the batches.
         cfg: training options.
         run_dir: where the per-epoch checkpoint is written (None: no checkpoint).
         resume: continue from ``run_dir``'s checkpoint.
         valid_protocol: validation cases: ``"all_prefixes"`` or ``"last_item"`` (leave-one-out data).
+        stop_after: stop after this many epochs of the ``cfg.epochs`` schedule (a refit for the number of
+            epochs chosen on validation); None runs them all.
         on_epoch_end: called with each epoch's record after its checkpoint is written.
 
     Raises:
@@ -129,21 +133,26 @@ def train(
     if resume:
         state = _restore(run_dir, model, optimizer, scheduler, device)
     metric = f"mrr@{cfg.valid_k}"
-    while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
+    last_epoch = min(cfg.epochs, stop_after or cfg.epochs)
+    while state["epoch"] < last_epoch and state["bad_epochs"] < cfg.patience:
         epoch = state["epoch"] + 1
         record = _train_epoch(model, windows, catalog, cfg, optimizer, scheduler, epoch, device)
-        started = time.perf_counter()
-        metrics = validation_metrics(
-            model,
-            valid_sessions,
-            catalog,
-            ks=(cfg.valid_k,),
-            protocol=valid_protocol,
-            batch_targets=cfg.eval_batch_size,
-        )
-        record.update({f"valid_{k}": v for k, v in metrics.items()}, validation_seconds=time.perf_counter() - started)
-        if metrics[metric] > state["best"]:
-            state.update(best=metrics[metric], best_epoch=epoch, bad_epochs=0)
+        value = float(epoch)  # without validation sessions every epoch "improves": the last one is kept
+        if valid_sessions is not None:
+            started = time.perf_counter()
+            metrics = validation_metrics(
+                model,
+                valid_sessions,
+                catalog,
+                ks=(cfg.valid_k,),
+                protocol=valid_protocol,
+                batch_targets=cfg.eval_batch_size,
+            )
+            record.update({f"valid_{k}": v for k, v in metrics.items()})
+            record["validation_seconds"] = time.perf_counter() - started
+            value = metrics[metric]
+        if value > state["best"]:
+            state.update(best=value, best_epoch=epoch, bad_epochs=0)
             state["best_state"] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         else:
             state["bad_epochs"] += 1
@@ -161,7 +170,7 @@ def train(
         best_epoch=state["best_epoch"],
         best_metrics={k[len("valid_") :]: v for k, v in best_record.items() if k.startswith("valid_")},
         history=state["history"],
-        stopped_early=state["epoch"] < cfg.epochs,
+        stopped_early=state["epoch"] < last_epoch,
     )
 
 

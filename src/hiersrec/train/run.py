@@ -47,7 +47,7 @@ class TrainingData:
     Attributes:
         name: dataset name.
         train: sessions to fit on.
-        valid: validation sessions (early stopping and checkpoint selection).
+        valid: validation sessions (early stopping and checkpoint selection); None for a refit.
         vocab: raw id maps.
         catalog: item attributes.
         validation: description of the validation split, recorded in ``meta.json``.
@@ -57,7 +57,7 @@ class TrainingData:
 
     name: str
     train: SessionData
-    valid: SessionData
+    valid: SessionData | None
     vocab: Vocab
     catalog: ItemCatalog
     validation: dict[str, Any]
@@ -86,9 +86,30 @@ class TrainingData:
             fingerprint=dataset.provenance.get("fingerprint"),
         )
 
+    @classmethod
+    def for_refit(cls, dataset: PreparedDataset, valid_fraction: float = 0.1) -> TrainingData:
+        """All training sessions, validation included, and no validation split (for a refit).
+
+        The number of epochs of a refit is chosen on `from_prepared`'s validation split first, as the
+        baselines are refitted on all of train after tuning. For sources with their own validation split
+        (leave-one-out), that split's sessions are the training sessions extended by one click, so they are
+        what a refit trains on.
+        """
+        chosen_on = cls.from_prepared(dataset, valid_fraction).validation
+        return cls(
+            name=dataset.name,
+            train=dataset.valid if dataset.valid is not None else dataset.train,
+            valid=None,
+            vocab=dataset.vocab,
+            catalog=dataset.catalog,
+            validation={"split": "none (refit on all training sessions)", "epochs_chosen_on": chosen_on},
+            protocol=dataset.default_protocol,
+            fingerprint=dataset.provenance.get("fingerprint"),
+        )
+
 
 def fit_run(
-    config: RunConfig, data: TrainingData, run_dir: str | Path, *, resume: bool = False
+    config: RunConfig, data: TrainingData, run_dir: str | Path, *, resume: bool = False, stop_after: int | None = None
 ) -> tuple[Artifact, TrainResult]:
     """Build HierSRec from ``config``, train it on ``data`` and write the run directory.
 
@@ -97,6 +118,8 @@ def fit_run(
         data: training and validation sessions (never the test split).
         run_dir: output directory; must be new or empty unless ``resume``.
         resume: continue an interrupted run in ``run_dir`` (its saved config must match ``config``).
+        stop_after: stop after this many epochs of the configured schedule (with `TrainingData.for_refit`:
+            the number of epochs chosen on validation).
 
     Raises:
         ArtifactError: ``run_dir`` holds another run (without ``resume``) or nothing to resume.
@@ -113,7 +136,7 @@ def fit_run(
     started = time.time()
     result = train(
         model, data.train, data.valid, data.catalog, config.train,
-        run_dir=run_dir, resume=resume, valid_protocol=data.protocol,
+        run_dir=run_dir, resume=resume, valid_protocol=data.protocol, stop_after=stop_after,
     )  # fmt: skip
     model.load_state_dict(result.best_state)
     model.to("cpu").eval()
@@ -123,6 +146,7 @@ def fit_run(
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
         "stopped_early": result.stopped_early,
+        "stop_after": stop_after,
         "mean_epoch_seconds": float(np.mean(epoch_seconds)),
     }
     meta = {
