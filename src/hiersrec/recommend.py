@@ -149,8 +149,8 @@ class Recommender:
             exclude: raw item ids never to recommend.
             exclude_seen: also exclude the session's own items.
             categories: raw category ids to restrict the recommendations to.
-            candidate_budget: rank only the items of the most probable predicted categories (``"4%"``,
-                ``"category:5"``); None ranks every item.
+            candidate_budget: rank only the items of the predicted categories (``"4%"``, ``"4%:probability"``,
+                ``"category:5"``: `CandidateBudget.parse`); None ranks every item.
 
         Raises:
             DataError: ``k`` < 1, or an unknown category id in ``categories``.

@@ -45,7 +45,8 @@ def evaluate(
         list[str] | None,
         typer.Option(
             "--candidates",
-            help="With RUN: also rank within category candidates at this budget ('4%', '0.04', 'category:5'); "
+            help="With RUN: also rank within category candidates at this budget ('4%', '0.04', '4%:probability', "
+            "'category:5'); "
             "repeatable. Reports candidate recall, HR/MRR@k against full ranking and latency.",
         ),
     ] = None,

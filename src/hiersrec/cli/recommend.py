@@ -58,7 +58,8 @@ def recommend(
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Items per session.")] = 20,
     exclude_seen: Annotated[bool, typer.Option(help="Never recommend a session's own items.")] = False,
     candidate_budget: Annotated[
-        str | None, typer.Option(help="Rank only the top predicted categories' items: '4%' or 'category:5'.")
+        str | None,
+        typer.Option(help="Rank only the predicted categories' items: '4%', '4%:probability' or 'category:5'."),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Sessions scored at once.")] = 512,
     as_json: Annotated[bool, typer.Option("--json", help="With --session: print one JSON object.")] = False,

@@ -1,12 +1,17 @@
 """Category-based candidate generation (HierSRec's third idea, arXiv 2309.06533).
 
-The category head predicts a distribution over the next click's category; the most probable categories are
-taken until a budget is reached, and only their items are ranked. A target outside the candidates is a miss.
+The category head predicts a distribution over the next click's category; categories are taken in order
+until a budget is reached, and only their items are ranked. A target outside the candidates is a miss.
 
 Two pieces live here:
 
 * `CandidateBudget`: how many categories to take, as a fraction of the catalogue (take categories until their
-  items reach ``fraction * n_items``) or as a fixed number of categories;
+  items reach ``fraction * n_items``) or as a fixed number of categories, and in which order. The paper takes
+  the most probable categories first. Under a budget counted in items that is a knapsack in which a large
+  category costs as much as many small ones: the expected candidate recall, the sum of the chosen categories'
+  probabilities, grows fastest per ranked item when categories are taken by probability per item,
+  ``P(c) / |c|`` ("density", the default for fraction budgets; validation recall on diginetica is in
+  ``benchmarks/results/``);
 * `CategoryLayout`: items permuted so that every category is one contiguous range, computed once, so that a
   candidate set is a few contiguous slices of the (permuted) item matrix rather than a scattered gather.
 
@@ -26,26 +31,31 @@ from hiersrec.data.catalog import ItemCatalog
 from hiersrec.errors import ConfigError
 
 DEFAULT_FRACTION = 0.04  # the paper's candidate set: about 4% of the catalogue
+ORDERS = ("density", "probability")
 
 
 @dataclass(frozen=True)
 class CandidateBudget:
     """How many of the most probable categories make the candidate set.
 
-    Exactly one of the two fields is set.
+    Exactly one of ``fraction`` and ``n_categories`` is set.
 
     Attributes:
-        fraction: take categories, most probable first, until their items reach ``ceil(fraction * n_items)``
-            (the last category taken may overshoot); ``1.0`` takes every category (exact ranking).
+        fraction: take categories, in ``order``, until their items reach ``ceil(fraction * n_items)`` (the
+            last category taken may overshoot); ``1.0`` takes every category (exact ranking).
         n_categories: take this many categories, most probable first.
+        order: for fraction budgets, ``"density"`` (highest probability per item, ``P(c) / |c|``, first) or
+            ``"probability"`` (most probable first, the paper's order); count budgets always take the most
+            probable categories.
 
     Example:
-        >>> CandidateBudget.parse("4%"), CandidateBudget.parse("category:5").n_categories
-        (CandidateBudget(fraction=0.04, n_categories=None), 5)
+        >>> CandidateBudget.parse("4%"), CandidateBudget.parse("4%:probability").order
+        (CandidateBudget(fraction=0.04, n_categories=None, order='density'), 'probability')
     """
 
     fraction: float | None = None
     n_categories: int | None = None
+    order: str = "density"
 
     def __post_init__(self) -> None:
         if (self.fraction is None) == (self.n_categories is None):
@@ -54,10 +64,14 @@ class CandidateBudget:
             raise ConfigError(f"candidate budget fraction must be in (0, 1], got {self.fraction}")
         if self.n_categories is not None and self.n_categories < 1:
             raise ConfigError(f"candidate budget needs at least 1 category, got {self.n_categories}")
+        if self.order not in ORDERS:
+            raise ConfigError(f"candidate budget order must be one of {', '.join(ORDERS)}, got {self.order!r}")
 
     @classmethod
     def parse(cls, text: str | float | CandidateBudget) -> CandidateBudget:
         """Read ``"4%"``, ``"0.04"``, ``0.04`` (fractions of the catalogue) or ``"category:5"`` (categories).
+
+        A fraction may name its order after a colon: ``"4%:probability"`` or ``"4%:density"`` (the default).
 
         Raises:
             ConfigError: the text is none of these forms, or out of range.
@@ -70,22 +84,23 @@ class CandidateBudget:
         match = re.fullmatch(r"(?:categories|category|cat)[:=](\d+)", spec)
         if match:
             return cls(n_categories=int(match.group(1)))
+        spec, colon, order = spec.partition(":")
         try:
-            if spec.endswith("%"):
-                return cls(fraction=float(spec[:-1]) / 100.0)
-            return cls(fraction=float(spec))
+            fraction = float(spec[:-1]) / 100.0 if spec.endswith("%") else float(spec)
         except ValueError:
             raise ConfigError(
-                f"cannot read candidate budget {text!r}; use a fraction of the catalogue ('4%' or '0.04') "
-                "or a number of categories ('category:5')"
+                f"cannot read candidate budget {text!r}; use a fraction of the catalogue ('4%' or '0.04', "
+                "optionally ':probability' or ':density') or a number of categories ('category:5')"
             ) from None
+        return cls(fraction=fraction, order=order if colon else "density")
 
     @property
     def label(self) -> str:
-        """Short name for tables and JSON keys: ``"4%"`` or ``"5 categories"``."""
-        if self.fraction is not None:
-            return f"{100 * self.fraction:g}%"
-        return f"{self.n_categories} categories"
+        """Short name for tables and JSON keys: ``"4%"``, ``"4%:probability"`` or ``"5 categories"``."""
+        if self.fraction is None:
+            return f"{self.n_categories} categories"
+        suffix = "" if self.order == "density" or self.is_exhaustive else f":{self.order}"
+        return f"{100 * self.fraction:g}%{suffix}"
 
     @property
     def is_exhaustive(self) -> bool:
@@ -153,13 +168,14 @@ def select_categories(
     budget: CandidateBudget,
     allowed: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The categories each row ranks: most probable first, until the budget is reached.
+    """The categories each row ranks, taken in the budget's order until the budget is reached.
 
     Categories with no item, padding (column 0), non-finite scores and, when given, categories outside
-    ``allowed`` are never taken. Equal scores are taken in ascending category index (stable sort).
+    ``allowed`` are never taken. Equal keys are taken in ascending category index (stable sort).
 
     Args:
-        category_scores: (B, C) scores (logits or probabilities; only their order matters).
+        category_scores: (B, C) logits or log-probabilities (the density order subtracts ``log |c|`` from
+            them; the probability order only needs their order).
         sizes: (C,) int64 items per category (`CategoryLayout.sizes`).
         budget: how many categories to take.
         allowed: optional (B, C) or (C,) bool mask of the categories a row may take.
@@ -170,10 +186,12 @@ def select_categories(
     Example:
         >>> scores = torch.tensor([[float("-inf"), 0.1, 0.7, 0.2]])
         >>> sizes = torch.tensor([0, 5, 2, 3])
-        >>> select_categories(scores, sizes, CandidateBudget(fraction=0.5)).tolist()  # 5 of 10 items
+        >>> select_categories(scores, sizes, CandidateBudget(fraction=0.5, order="probability")).tolist()
         [[False, False, True, True]]
     """
     scores = category_scores.float().clone()
+    if budget.fraction is not None and budget.order == "density":
+        scores -= sizes.clamp(min=1).float().log()  # log(P(c) / |c|) up to a per-row constant
     scores[:, 0] = float("-inf")
     takeable = torch.isfinite(scores) & (sizes > 0)
     if allowed is not None:

@@ -54,8 +54,9 @@ class RecommendRequest(_Strict):
     )
     candidate_budget: StrictFloat | StrictInt | Annotated[str, StringConstraints(max_length=32)] | None = Field(
         None,
-        description="Rank only the items of the most probable predicted categories: '4%', 0.04 or 'category:5' "
-        "(HierSRec runs only). Omit to rank every item.",
+        description="Rank only the items of the predicted categories: '4%' or 0.04 of the catalogue (categories "
+        "by probability per item; '4%:probability' for the most probable first) or 'category:5' (HierSRec runs "
+        "only). Omit to rank every item.",
     )
 
     model_config = ConfigDict(
