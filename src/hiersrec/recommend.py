@@ -108,12 +108,14 @@ class Recommender:
         if popularity is None:
             logger.info("no item popularity given: sessions without a known click get no recommendation")
         self._no_candidates_reason = candidate_support(model)
-        self._item_embeddings = None  # (V, D') item output embeddings, computed once (HierSRec recomputes them)
+        # (D', V) item output embeddings, computed once (HierSRec recomputes them), stored column per item: a
+        # serving-size product (B << V) reads this layout about twice as fast as the (V, D') matrix's transpose.
+        self._item_columns = None
         self._index = None
         if self._no_candidates_reason is None:
             with torch.inference_mode():
-                self._item_embeddings = model.item_output_embeddings().detach().float().clone()
-            self._index = CategoryIndex.from_catalog(self._item_embeddings, catalog)
+                self._item_columns = model.item_output_embeddings().detach().float().T.contiguous()
+            self._index = CategoryIndex.from_catalog(self._item_columns.T, catalog)
 
     @classmethod
     def from_artifact(cls, run_dir: str | Path, **kwargs: Any) -> Recommender:
@@ -235,14 +237,14 @@ class Recommender:
         items, lengths = left_pad(sessions, self.max_len)
         batch = make_batch(items, lengths, self.catalog)
         exclude = _padded(excluded)
-        if self._item_embeddings is None:
+        if self._item_columns is None:
             return top_k(self._mask(self.model.score(batch).float(), exclude, allowed), k)
         query = self.model.encode(batch)
         if budget is not None:
             selected = select_categories(query.category_logits, self._index.sizes, budget, allowed)
             return self._index.search(query.item_query, k, selected=selected, exclude=exclude)
         # The model's score(), without recomputing every item's output embedding for each request.
-        scores = query.item_query.float() @ self._item_embeddings.T  # (B, V)
+        scores = query.item_query.float() @ self._item_columns  # (B, V)
         return top_k(self._mask(scores, exclude, allowed), k)
 
     def _rank_popular(self, excluded, k, allowed):
