@@ -217,3 +217,14 @@ def test_micro_batching_merges_concurrent_requests_without_changing_answers(tiny
     assert len(other[0].item_ids) == 2 and isinstance(failing, DataError)
     # 12 requests with k=4 in chunks of at most 5 sessions, plus one k=2 call and the failing one.
     assert sorted(counting.calls) == [1, 1, 2, 5, 5]
+
+
+def test_the_written_response_is_what_pydantic_writes_for_the_response_model(client):
+    from hiersrec.serve.schemas import RecommendResponse
+
+    response = _post(client, {"sessions": [{"items": ["i3", "x"]}, {"items": ["y"]}], "k": 3})
+    assert response.headers["content-type"] == "application/json"
+    # Same fields, order, number formatting and compact separators as FastAPI's own serialisation of the model.
+    assert RecommendResponse.model_validate_json(response.content).model_dump_json().encode() == response.content
+    first, second = response.json()["results"]
+    assert first["unknown_items"] == ["x"] and second["fallback"] == "popularity"

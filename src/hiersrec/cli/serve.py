@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Annotated
 
@@ -38,4 +39,10 @@ def serve(
         torch.set_num_threads(threads)
 
     # Loaded here, before the server starts, so that a bad run directory is a one-line error with its exit code.
-    uvicorn.run(create_app(Recommender.from_artifact(run)), host=host, port=port, log_level=log_level)
+    app = create_app(Recommender.from_artifact(run))
+    # The objects alive now (the imported torch, FastAPI and pydantic, the loaded run: some 200k) live as long as
+    # the process. Left to the cyclic garbage collector, each full collection walks them all, stalling every
+    # request in flight for ~0.1 s (the p99 at 32 clients); frozen, they are never walked again.
+    gc.collect()
+    gc.freeze()
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
