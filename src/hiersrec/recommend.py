@@ -104,6 +104,7 @@ class Recommender:
         self.batch_size = batch_size
         self.metadata = {"model": describe_model(model), **(metadata or {})}
         self._item_category = torch.from_numpy(catalog.item_category)
+        self._item_category_ids = vocab.decode_categories(catalog.item_category)  # raw category id of each item
         self._popularity = None if popularity is None else _popularity_scores(popularity, catalog.n_items)
         if popularity is None:
             logger.info("no item popularity given: sessions without a known click get no recommendation")
@@ -200,14 +201,14 @@ class Recommender:
         for start in range(0, len(scored), self.batch_size):
             rows = scored[start : start + self.batch_size]
             ids, values = self._rank([encoded[r][0] for r in rows], [excluded[r] for r in rows], k, allowed, budget)
-            for position, row in enumerate(rows):
-                results[row] = self._result(ids[position], values[position], encoded[row][1], None)
+            for row, row_ids, row_values in zip(rows, ids.tolist(), values.tolist(), strict=True):
+                results[row] = self._result(row_ids, row_values, encoded[row][1], None)
         fallback_rows = [row for row, (known, _) in enumerate(encoded) if not known.size]
         label = FALLBACK_EMPTY if self._popularity is None else FALLBACK_POPULARITY
         if fallback_rows:
             ids, values = self._rank_popular([excluded[r] for r in fallback_rows], k, allowed)
-            for position, row in enumerate(fallback_rows):
-                results[row] = self._result(ids[position], values[position], encoded[row][1], label)
+            for row, row_ids, row_values in zip(fallback_rows, ids.tolist(), values.tolist(), strict=True):
+                results[row] = self._result(row_ids, row_values, encoded[row][1], label)
         return results  # type: ignore[return-value]
 
     def describe(self) -> dict[str, Any]:
@@ -260,13 +261,14 @@ class Recommender:
             scores.masked_fill_(~allowed[self._item_category], NEG_INF)
         return scores
 
-    def _result(self, ids: torch.Tensor, values: torch.Tensor, unknown: tuple[str, ...], fallback: str | None):
-        keep = values > NEG_INF
-        ids, values = ids[keep].tolist(), values[keep].tolist()
+    def _result(self, ids: list[int], values: list[float], unknown: tuple[str, ...], fallback: str | None):
+        # Plain Python on one row's k entries: per-row tensor indexing cost more than the row's whole ranking.
+        keep = [j for j, value in enumerate(values) if value > NEG_INF]
+        ids = [ids[j] for j in keep]
         return Recommendation(
             item_ids=tuple(self.vocab.decode_items(ids)),
-            scores=tuple(values),
-            category_ids=tuple(self.vocab.decode_categories(self.catalog.item_category[ids])),
+            scores=tuple(values[j] for j in keep),
+            category_ids=tuple(self._item_category_ids[i] for i in ids),
             unknown_items=unknown,
             fallback=fallback,
         )
