@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -53,8 +55,11 @@ def test_the_run_directory_is_loaded_once_at_start_up(tiny_shop, monkeypatch):
     assert empty["fallback"] == "popularity" and len(empty["items"]) == 20 and empty["unknown_items"] == []
 
 
-def _post(client, body):
-    return client.post("/recommend", json=body)
+def _post(client, body, content_type="application/json"):
+    # application/json is answered by the app's ASGI fast path, other content types (a +json one here) by the
+    # FastAPI route. Both must answer alike.
+    headers = {"content-type": content_type} if content_type else {}
+    return client.post("/recommend", content=json.dumps(body).encode(), headers=headers)
 
 
 def test_happy_path_one_and_many_sessions(client):
@@ -119,16 +124,72 @@ def test_candidate_budget_and_category_filter(client):
         ([["i1"]], "request body"),
     ],
 )
-def test_bad_input_is_a_422_naming_the_field(client, body, field):
-    response = _post(client, body)
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "application/vnd.api+json"])
+def test_bad_input_is_a_422_naming_the_field(client, body, field, content_type):
+    response = _post(client, body, content_type)
     assert response.status_code == 422
     assert response.json()["error"].startswith(f"{field}:") or f"; {field}:" in response.json()["error"]
+    assert all(detail["loc"][0] == "body" for detail in response.json()["detail"])  # as FastAPI locates them
 
 
+@pytest.mark.parametrize("content_type", ["application/json", "application/vnd.api+json"])
 @pytest.mark.parametrize("raw", [b'{"sessions": [', b"not json", b""])
-def test_malformed_json_is_a_422(client, raw):
-    response = client.post("/recommend", content=raw, headers={"content-type": "application/json"})
+def test_malformed_json_is_a_422(client, raw, content_type):
+    response = client.post("/recommend", content=raw, headers={"content-type": content_type})
     assert response.status_code == 422 and response.json()["error"].startswith("request body")
+
+
+def test_the_fast_path_and_the_fastapi_route_give_the_same_answers(client):
+    body = {"sessions": [{"items": ["i3", "x"], "exclude": ["i4"]}, {"items": []}], "k": 7, "exclude_seen": True}
+    fast, routed = _post(client, body), _post(client, body, "application/vnd.api+json")
+    assert routed.status_code == fast.status_code == 200 and routed.content == fast.content
+    refused = {"sessions": [{"items": ["i3"]}], "categories": ["nope"]}
+    assert _post(client, refused).json() == _post(client, refused, "application/vnd.api+json").json()
+    assert _post(client, refused).json()["error"].startswith("categories: unknown category ids")
+    # FastAPI reads a body without a JSON content type as bytes, not as a request.
+    untyped = _post(client, body, None)
+    assert untyped.status_code == 422 and untyped.json()["error"].startswith("request body:")
+
+
+def test_the_fast_path_takes_only_json_posts_to_recommend():
+    import asyncio
+    from types import SimpleNamespace
+
+    from hiersrec.recommend import Recommendation
+    from hiersrec.serve.app import _RecommendFastPath
+
+    class Batcher:
+        async def recommend(self, sessions, exclude, options):
+            return [Recommendation(item_ids=("a",), scores=(1.5,), category_ids=("c",))] * len(sessions)
+
+    app = SimpleNamespace(state=SimpleNamespace(batcher=Batcher()))
+    passed_on, sent = [], []
+
+    async def route(scope, receive, send):
+        passed_on.append((scope["method"], scope["path"]))
+
+    async def call(method, path, headers):
+        body = json.dumps({"sessions": [{"items": ["i3"]}], "k": 2}).encode()
+        scope = {"type": "http", "method": method, "path": path, "headers": headers, "app": app}
+
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        await _RecommendFastPath(route)(scope, receive, send)
+
+    json_header = [(b"content-type", b"application/json")]
+    asyncio.run(call("POST", "/recommend", json_header))
+    assert passed_on == [] and sent[0]["status"] == 200
+    [answer] = json.loads(sent[1]["body"])["results"]
+    assert answer["items"] == [{"item_id": "a", "score": 1.5, "category_id": "c"}] and answer["fallback"] is None
+    asyncio.run(call("POST", "/recommend", [(b"content-type", b"text/plain")]))
+    asyncio.run(call("POST", "/recommend", []))
+    asyncio.run(call("GET", "/recommend", json_header))
+    asyncio.run(call("POST", "/health", json_header))
+    assert passed_on == [("POST", "/recommend"), ("POST", "/recommend"), ("GET", "/recommend"), ("POST", "/health")]
 
 
 def test_oversized_body_is_a_413_declared_or_streamed(client):

@@ -10,7 +10,7 @@ FastAPI is an optional extra (``pip install hiersrec[serve]``); nothing imports 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 from pydantic_core import to_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -78,19 +79,7 @@ def create_app(run: str | Path | Recommender) -> FastAPI:
     )
     async def recommend(body: RecommendRequest, request: Request) -> Response:
         """Top-k items for each session (raw item ids, oldest click first)."""
-        options = {
-            "k": body.k,
-            "exclude_seen": body.exclude_seen,
-            "categories": body.categories,
-            "candidate_budget": body.candidate_budget,
-        }
-        try:
-            results = await request.app.state.batcher.recommend(
-                [session.items for session in body.sessions], [session.exclude for session in body.sessions], options
-            )
-        except NotImplementedError as error:  # a candidate budget for a model without a category head
-            return _error(422, f"candidate_budget: {error}")
-        return _recommend_response(results)
+        return await _answer(request.app.state.batcher, body)
 
     @app.get("/health", response_model=HealthResponse)
     def health(request: Request) -> HealthResponse:
@@ -113,6 +102,25 @@ def create_app(run: str | Path | Recommender) -> FastAPI:
         )
 
     return app
+
+
+async def _answer(batcher: MicroBatcher, body: RecommendRequest) -> Response:
+    """The answer to a valid ``POST /recommend``: the recommendations, or a 422 for options the run refuses."""
+    options = {
+        "k": body.k,
+        "exclude_seen": body.exclude_seen,
+        "categories": body.categories,
+        "candidate_budget": body.candidate_budget,
+    }
+    try:
+        results = await batcher.recommend(
+            [session.items for session in body.sessions], [session.exclude for session in body.sessions], options
+        )
+    except NotImplementedError as error:  # a candidate budget for a model without a category head
+        return _error(422, f"candidate_budget: {error}")
+    except HierSRecError as error:  # e.g. an unknown category id
+        return _error(422, str(error))
+    return _recommend_response(results)
 
 
 def _recommend_response(results: list[Recommendation]) -> Response:
@@ -170,8 +178,74 @@ class _DeclaredBodyLimit:
         await self.app(scope, receive, send)
 
 
+class _RecommendFastPath:
+    """Answers ``POST /recommend`` with an ``application/json`` body in plain ASGI, ahead of FastAPI's layers.
+
+    Per request, FastAPI's middleware, routing and dependency solving cost about twice the CPU of everything
+    else the service does outside the model (0.16 of 0.23 ms measured in process), and with a few concurrent
+    clients on two cores, CPU is what sets the latency. The answer is the route's own (`_answer`), from the
+    same pydantic model, with the same error lines. Other requests, ``/recommend`` with another content type
+    included, go on to FastAPI, whose ``/recommend`` route also documents the endpoint in the OpenAPI schema.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if not (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] == "/recommend"
+            and _content_type(scope) == b"application/json"
+        ):
+            await self.app(scope, receive, send)
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > MAX_BODY_BYTES:  # streamed without a Content-Length (a declared one is checked earlier)
+                await _error(413, _TOO_LARGE)(scope, receive, send)
+                return
+            more = message.get("more_body", False)
+        try:
+            body = RecommendRequest.model_validate_json(b"".join(chunks))
+        except ValidationError as error:
+            # Located as FastAPI locates body errors, so both ways name the field alike.
+            errors = [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]
+            response = _validation_error(errors)
+        else:
+            response = await _answer(scope["app"].state.batcher, body)
+        await response(scope, receive, send)
+
+
+def _content_type(scope: dict[str, Any]) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return value.split(b";", 1)[0].strip().lower()
+    return None
+
+
+def _validation_error(errors: Sequence[dict[str, Any]]) -> JSONResponse:
+    """422 whose ``error`` line names each bad field (up to three) with pydantic's messages."""
+    details = [
+        {"loc": [str(part) for part in e.get("loc", ())], "msg": str(e.get("msg")), "type": str(e.get("type"))}
+        for e in errors
+    ]
+    by_field: dict[str, list[str]] = {}  # a union (string or integer id) reports one message per branch
+    for detail in details:
+        by_field.setdefault(_field_name(detail), []).append(detail["msg"])
+    lines = [f"{name}: {' or '.join(messages)}" for name, messages in list(by_field.items())[:3]]
+    more = f" (and {len(by_field) - 3} more fields)" if len(by_field) > 3 else ""
+    return _error(422, "; ".join(lines) + more, details)
+
+
 def _add_error_handlers(app: FastAPI) -> None:
-    app.add_middleware(_DeclaredBodyLimit)
+    app.add_middleware(_RecommendFastPath)
+    app.add_middleware(_DeclaredBodyLimit)  # added last, so it runs first
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -181,20 +255,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
-        details = [
-            {"loc": [str(part) for part in e.get("loc", ())], "msg": str(e.get("msg")), "type": str(e.get("type"))}
-            for e in error.errors()
-        ]
-        by_field: dict[str, list[str]] = {}  # a union (string or integer id) reports one message per branch
-        for detail in details:
-            by_field.setdefault(_field_name(detail), []).append(detail["msg"])
-        lines = [f"{name}: {' or '.join(messages)}" for name, messages in list(by_field.items())[:3]]
-        more = f" (and {len(by_field) - 3} more fields)" if len(by_field) > 3 else ""
-        return _error(422, "; ".join(lines) + more, details)
-
-    @app.exception_handler(HierSRecError)
-    async def library_error(request: Request, error: HierSRecError) -> JSONResponse:
-        return _error(422, str(error))
+        return _validation_error(error.errors())
 
 
 def _field_name(detail: dict[str, Any]) -> str:
