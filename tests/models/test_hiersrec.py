@@ -66,6 +66,18 @@ def test_prefix_scores_equal_the_whole_session_output_at_that_position(tiny_shop
     torch.testing.assert_close(prefix_scores, whole, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("n_layers", [1, 3])
+def test_inference_computes_the_last_block_at_the_last_click_only_with_the_same_result(tiny_shop, sessions, n_layers):
+    # encode() runs the last block at each row's last click alone (`_Block.forward_at`); forward() runs it
+    # everywhere. One layer: no full block before; three: two.
+    model = build(tiny_shop.catalog, n_layers=n_layers)
+    data = type(tiny_shop.train).from_lists([s.tolist() for s in sessions])
+    query = model.encode(prefix_batch(data, tiny_shop.catalog, data.target_positions(), MAX_LEN))
+    out = model(whole_batch(sessions, tiny_shop.catalog))
+    torch.testing.assert_close(query.item_query, out.item_query.detach().float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(query.category_logits, out.category_logits.detach(), rtol=1e-5, atol=1e-5)
+
+
 def _scores_from_output(model, out):
     return model.score_query(HierSRecQuery(out.item_query.detach(), out.category_logits.detach()))
 
