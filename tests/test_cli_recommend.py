@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from hiersrec.cli import ExitStatus, main
-from hiersrec.cli.recommend import iter_session_chunks, recommend_file
+from hiersrec.cli.recommend import _known_session_count, iter_session_chunks, recommend_file
 from hiersrec.errors import DataError
 from hiersrec.recommend import Recommender
 from inference_support import trained_run
@@ -61,6 +61,16 @@ def test_session_rows_as_parquet_lists_and_csv_strings(tmp_path):
     csv = tmp_path / "sessions.csv"
     csv.write_text('session_id,items\na,"i1, i2;i3"\nb,i4\n')
     assert _collect(csv, 1000) == (["a", "b"], [["i1", "i2", "i3"], ["i4"]])
+
+
+def test_the_progress_bar_knows_the_session_count_of_one_row_per_session_parquet_only(tmp_path):
+    sessions, clicks, csv = tmp_path / "sessions.parquet", tmp_path / "clicks.parquet", tmp_path / "s.csv"
+    pq.write_table(pa.table({"session_id": ["a", "b", "c"], "items": [["1"], ["2"], []]}), sessions)
+    pq.write_table(pa.table({"session_id": [7, 7, 8], "item_id": [3, 1, 2]}), clicks)
+    csv.write_text("session_id,items\na,1\n")
+    assert _known_session_count(sessions) == 3
+    assert _known_session_count(clicks) is None  # clicks: sessions are only known once read
+    assert _known_session_count(csv) is None
 
 
 @pytest.mark.parametrize(

@@ -104,7 +104,9 @@ def recommend_file(
     try:
         with (
             pq.ParquetWriter(partial, OUTPUT_SCHEMA) as writer,
-            tqdm(desc="recommend", unit="session", disable=not show_progress) as bar,
+            tqdm(
+                desc="recommend", unit="session", total=_known_session_count(input_path), disable=not show_progress
+            ) as bar,
         ):
             for session_ids, sessions in iter_session_chunks(input_path, read_rows):
                 results = recommender.recommend_batch(
@@ -138,6 +140,17 @@ def iter_session_chunks(path: Path, read_rows: int = READ_ROWS) -> Iterator[tupl
     for session_ids, sessions in chunks:
         if session_ids:
             yield session_ids, sessions
+
+
+def _known_session_count(path: Path) -> int | None:
+    # One row per session in a Parquet file: its footer holds the count, so the progress bar can show an ETA.
+    if path.suffix.lower() != ".parquet" or not path.is_file():
+        return None
+    try:
+        metadata = pq.ParquetFile(path).metadata
+    except (pa.ArrowInvalid, OSError):
+        return None  # reported properly when the file is read
+    return metadata.num_rows if "items" in metadata.schema.names else None
 
 
 def _record_batches(path: Path, read_rows: int) -> Iterator[pa.RecordBatch]:
