@@ -147,10 +147,10 @@ def _known_session_count(path: Path) -> int | None:
     if path.suffix.lower() != ".parquet" or not path.is_file():
         return None
     try:
-        metadata = pq.ParquetFile(path).metadata
+        file = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError):
         return None  # reported properly when the file is read
-    return metadata.num_rows if "items" in metadata.schema.names else None
+    return file.metadata.num_rows if "items" in file.schema_arrow.names else None
 
 
 def _record_batches(path: Path, read_rows: int) -> Iterator[pa.RecordBatch]:
