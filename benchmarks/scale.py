@@ -58,6 +58,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--categories", type=int, default=995, help="categories (diginetica: 995)")
     parser.add_argument("--dim", type=int, default=128, help="item embedding dimension")
     parser.add_argument("--budgets", default="1%,2%,4%,8%,16%", help="candidate budgets, comma-separated")
+    parser.add_argument(
+        "--order",
+        default="probability",
+        choices=["probability", "density"],
+        help="category order of the budgets; the synthetic head's logits are noisy similarities, not calibrated "
+        "log-probabilities, so the probability-per-item order (hiersrec's default) has no meaning on them",
+    )
     parser.add_argument("--single", type=int, default=200, help="sessions timed one at a time")
     parser.add_argument("--batch", type=int, default=256, help="sessions per batch")
     parser.add_argument("--batch-repeats", type=int, default=3, help="timed batches per method")
@@ -157,12 +164,12 @@ def run_size(n_items: int, args: argparse.Namespace) -> dict:
         return torch.cat([exact_index.search(chunk, K)[0] for chunk in q.split(args.exact_chunk)])
 
     methods: list[tuple[str, str, Search, float]] = [("exact", "", exact, 0.0)]
-    for budget in [CandidateBudget.parse(b) for b in args.budgets.split(",")]:
+    for spec in args.budgets.split(","):
 
-        def candidates(q, lg, budget=budget):
+        def candidates(q, lg, budget=CandidateBudget.parse(f"{spec}:{args.order}")):
             return category_index.search(q, K, selected=select_categories(lg, category_index.sizes, budget))[0]
 
-        methods.append(("candidates", budget.label, candidates, 0.0))
+        methods.append(("candidates", spec, candidates, 0.0))
     methods += [] if args.no_faiss else faiss_methods(embeddings, n_items, args)
 
     with torch.inference_mode():
@@ -184,9 +191,10 @@ def run_size(n_items: int, args: argparse.Namespace) -> dict:
         }
         rows.append(row)
         logger.info("%s", row)
-    selected = select_categories(logits, category_index.sizes, CandidateBudget.parse("4%"))
+    selected = select_categories(logits, category_index.sizes, CandidateBudget.parse(f"4%:{args.order}"))
     return {
         "n_items": n_items,
+        "candidate_order": args.order,
         "n_categories": args.categories,
         "dim": args.dim,
         "mean_candidates_4pct": float(category_index.n_candidates(selected).float().mean()),
@@ -318,7 +326,8 @@ def markdown(payload: dict) -> str:
             "",
             f"## {result['n_items']:,} items, {result['n_categories']} categories, D = {result['dim']}",
             "",
-            f"4% budget: {result['mean_categories_4pct']:.1f} categories, {result['mean_candidates_4pct']:,.0f} "
+            f"4% budget (categories by {result['candidate_order']}): {result['mean_categories_4pct']:.1f} categories, "
+            f"{result['mean_candidates_4pct']:,.0f} "
             f"candidates per session on average; largest category {100 * result['largest_category_share']:.2f}% "
             "of the catalogue.",
             "",
