@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from hiersrec.retrieval.category import CandidateBudget, CategoryLayout, candidate_mask, select_categories
-from hiersrec.retrieval.index import CategoryIndex, ExactIndex, top_k
+from hiersrec.retrieval.index import CategoryIndex, ExactIndex, _top_columns_exact, top_columns, top_k
 
 NEG = float("-inf")
 N_ITEMS, N_CATEGORIES, DIM = 37, 5, 16
@@ -46,6 +46,29 @@ def test_top_k_breaks_ties_by_id_and_keeps_inf_padding():
 
 def test_top_k_all_tied_gives_lowest_ids():
     assert top_k(torch.zeros(1, 1000), 4)[0].tolist() == [[0, 1, 2, 3]]
+
+
+@pytest.mark.parametrize("n_columns", [6_400, 6_437])  # a whole number of blocks, and a ragged tail
+@pytest.mark.parametrize("k", [1, 20])
+def test_block_prefilter_keeps_exactly_the_top_columns_of_a_full_ranking(n_columns, k):
+    # Wide rows go through the block pre-filter; its sets must equal a full torch.topk pass's, ties included:
+    # coarse integer scores (many ties at the cut), rows of -inf with a few real entries, and shuffled ids.
+    generator = torch.Generator().manual_seed(n_columns + k)
+    scores = torch.randint(0, 60, (12, n_columns), generator=generator).float()
+    scores[3] = NEG
+    scores[3, torch.randperm(n_columns, generator=generator)[:7]] = 1.0  # fewer real entries than k = 20
+    scores[4] = 0.0  # all tied: the lowest ids win
+    scores[5, -3:] = 100.0  # the best entries in the ragged tail
+    scores[6] = torch.randn(n_columns, generator=generator)  # no ties at all
+    scores[7] = torch.randint(0, 5_000, (n_columns,), generator=generator).float()  # a few ties, rarely at the cut
+    scores[8] = torch.randn(n_columns, generator=generator)
+    scores[8, 10 : 10 + k + 2] = 50.0  # a tie at the cut inside one block, nothing outside close
+    ids = torch.randperm(n_columns, generator=generator)
+    fast = top_columns(scores, k, ids)
+    reference = _top_columns_exact(scores, k, ids.expand(12, n_columns))
+    assert n_columns >= 4 * k * 64  # the pre-filter is used at these widths
+    for row in range(12):
+        assert sorted(fast[row].tolist()) == sorted(reference[row].tolist()), row
 
 
 @pytest.mark.parametrize("strategy", ["blocks", "dense"])

@@ -20,6 +20,11 @@ NEG_INF = float("-inf")
 # Fixed cost of scoring one category block in a batch (Python and kernel launch overhead), in multiply-adds:
 # about 100 us on the 2-core reference machine. Only used to choose between two strategies with equal results.
 PER_CATEGORY_COST = 1_000_000
+# `top_columns` narrows rows of at least PREFILTER_MIN_BLOCKS_PER_K * k blocks of PREFILTER_BLOCK columns to their
+# best blocks first: a pass of block maxima costs less than torch.topk over the whole row (43k items, k = 20, one
+# thread: 0.83 -> 0.35 ms for 8 rows, 79 -> 48 ms for 512, measured beside another job).
+PREFILTER_BLOCK = 64
+PREFILTER_MIN_BLOCKS_PER_K = 4
 
 
 def top_k(scores: torch.Tensor, k: int, ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,11 +62,43 @@ def top_columns(scores: torch.Tensor, k: int, ids: torch.Tensor) -> torch.Tensor
     """(B, min(k, N)) columns of the ``k`` best entries of each row, in no particular order.
 
     The set is the same as `top_k`'s: among equal scores at the cut, the lowest ``ids`` ((B, N) or (N,)) are kept.
+    Wide rows are first narrowed to their best blocks of columns (`_top_columns_by_blocks`), which is exact.
     """
     n_rows, n_columns = scores.shape
     ids = ids.expand(n_rows, n_columns)
     if k >= n_columns:
         return torch.arange(n_columns).expand(n_rows, n_columns)
+    if n_columns >= PREFILTER_MIN_BLOCKS_PER_K * k * PREFILTER_BLOCK and scores.is_contiguous():
+        return _top_columns_by_blocks(scores, k, ids)
+    return _top_columns_exact(scores, k, ids)
+
+
+def _top_columns_by_blocks(scores: torch.Tensor, k: int, ids: torch.Tensor) -> torch.Tensor:
+    # A row's k best entries lie in its k blocks with the highest maxima: any other block has k blocks above it,
+    # each holding an entry above all of its own. So rank only those blocks' columns (plus the ragged tail),
+    # then check: when the k-th best candidate scores strictly above every other block's maximum, no entry
+    # outside ties with or beats it, and the answer is exact; rows that fail the check (ties at the cut with
+    # the outside, e.g. rows of -inf) are ranked over all their columns.
+    n_rows, n_columns = scores.shape
+    n_blocks = n_columns // PREFILTER_BLOCK
+    blocked = scores.as_strided((n_rows, n_blocks, PREFILTER_BLOCK), (scores.stride(0), PREFILTER_BLOCK, 1))
+    block_max, best_blocks = torch.topk(blocked.amax(dim=2), k + 1, dim=1)  # (B, k + 1)
+    within = torch.arange(PREFILTER_BLOCK)
+    columns = (best_blocks[:, :k, None] * PREFILTER_BLOCK + within).reshape(n_rows, -1)  # (B, k * BLOCK)
+    tail = torch.arange(n_blocks * PREFILTER_BLOCK, n_columns).expand(n_rows, -1)
+    columns = torch.cat([columns, tail], dim=1)
+    candidate_scores = scores.gather(1, columns)
+    chosen = columns.gather(1, _top_columns_exact(candidate_scores, k, ids.gather(1, columns)))
+    kth_best = scores.gather(1, chosen).amin(dim=1)
+    undecided = ~(kth_best > block_max[:, k])
+    if undecided.any():
+        rows = undecided.nonzero().squeeze(1)
+        chosen[rows] = _top_columns_exact(scores[rows], k, ids[rows])
+    return chosen
+
+
+def _top_columns_exact(scores: torch.Tensor, k: int, ids: torch.Tensor) -> torch.Tensor:
+    # `top_columns` over every column (k < N).
     values, columns = torch.topk(scores, k + 1, dim=1)
     straddling = values[:, k - 1] == values[:, k]  # a tie at the cut: more entries deserve the last place
     columns = columns[:, :k]
