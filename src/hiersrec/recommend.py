@@ -11,8 +11,9 @@ vocabulary and catalogue. It is stateless: a recommendation is a pure function o
   For HierSRec they are computed as ``encode(batch).item_query @ item_output_embeddings().T`` with the item
   embeddings computed once: a `Recommender` serves the weights it was built with.
 * A session scores the same alone or in a batch (up to float rounding in the last digits).
-* With a candidate budget (HierSRec only), only the items of the most probable predicted categories are
-  ranked, through `hiersrec.retrieval.index.CategoryIndex`.
+* With a candidate budget (HierSRec only), only the items of the categories it selects from the predicted
+  category distribution (`hiersrec.retrieval.category.select_categories`) are ranked, through
+  `hiersrec.retrieval.index.CategoryIndex`.
 """
 
 from __future__ import annotations
