@@ -280,6 +280,36 @@ def test_micro_batching_merges_concurrent_requests_without_changing_answers(tiny
     assert sorted(counting.calls) == [1, 1, 2, 5, 5]
 
 
+def test_the_batcher_waits_for_the_previous_calls_clients_and_never_delays_a_lone_client(tiny_shop):
+    import asyncio
+    import time
+
+    from hiersrec.serve.batching import MicroBatcher
+
+    counting = CountingRecommender(trained_recommender(tiny_shop))
+
+    async def scenario():
+        batcher = MicroBatcher(counting, max_wait=1.0)
+        batcher.start()
+        started = time.perf_counter()
+        await batcher.recommend([["i1"]], [[]], {"k": 3})  # an idle service: scored at once
+        await batcher.recommend([["i2"]], [[]], {"k": 3})  # the previous call answered one request: at once
+        lone_seconds = time.perf_counter() - started
+        await asyncio.gather(*(batcher.recommend([[f"i{i}"]], [[]], {"k": 3}) for i in (1, 2, 3)))
+
+        async def coming_back(delay, item):  # three clients answered together return a little apart
+            await asyncio.sleep(delay)
+            return await batcher.recommend([[item]], [[]], {"k": 3})
+
+        await asyncio.gather(*(coming_back(0.02 * i, f"i{i + 4}") for i in range(3)))
+        await batcher.stop()
+        return lone_seconds
+
+    lone_seconds = asyncio.run(scenario())
+    assert lone_seconds < 0.5  # far below max_wait: a lone client never waits
+    assert counting.calls == [1, 1, 3, 3]  # the stragglers share one call
+
+
 def test_the_written_response_is_what_pydantic_writes_for_the_response_model(client):
     from hiersrec.serve.schemas import RecommendResponse
 

@@ -23,6 +23,14 @@ def serve(
     threads: Annotated[
         int, typer.Option(min=0, help="torch threads per request (0 = torch's default); 1 suits many clients.")
     ] = 0,
+    batch_wait_ms: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Longest wait for the clients of the previous model call to come back and share the next one "
+            "(0: never wait; a lone client is never delayed).",
+        ),
+    ] = 2.0,
 ) -> None:
     """Serve RUN over HTTP: POST /recommend, GET /health, GET /model; OpenAPI docs at /docs."""
     try:
@@ -39,7 +47,7 @@ def serve(
         torch.set_num_threads(threads)
 
     # Loaded here, before the server starts, so that a bad run directory is a one-line error with its exit code.
-    app = create_app(Recommender.from_artifact(run))
+    app = create_app(Recommender.from_artifact(run), batch_wait=batch_wait_ms / 1000.0)
     # The objects alive now (the imported torch, FastAPI and pydantic, the loaded run: some 200k) live as long as
     # the process. Left to the cyclic garbage collector, each full collection walks them all, stalling every
     # request in flight for ~0.1 s (the p99 at 32 clients); frozen, they are never walked again.

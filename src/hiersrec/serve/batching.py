@@ -1,9 +1,13 @@
 """Opportunistic micro-batching: concurrent requests with the same options share one model call.
 
-Scoring eight sessions at once costs little more than scoring one (the model's per-call overhead dominates
-at serving batch sizes), so under load the service groups the requests that arrived while the previous model
-call ran. Nothing waits on purpose: a request arriving at an idle service is scored at once. Model calls run
-one at a time in a worker thread, so the event loop keeps reading and validating requests meanwhile.
+Scoring eight sessions at once costs little more than scoring one (a full-ranking call reads the whole item
+matrix, whatever the batch size), so under load the service groups the requests that arrived while the
+previous model call ran. Clients that just got their answer usually send their next request within a fraction
+of a model call; without waiting for them, 8 busy clients settle into calls of 1 and 7 requests, paying the
+matrix twice per round. So the loop waits, at most ``max_wait`` seconds, until as many requests are queued as
+the previous call answered. A lone client (previous call: one request) and a request at an idle service are
+scored at once. Model calls run one at a time in a worker thread, so the event loop keeps reading and
+validating requests meanwhile.
 
 A session scores the same alone or in a batch (`hiersrec.recommend.Recommender`; up to float rounding in the
 last digits, as the padded width changes), so batching does not change an answer.
@@ -45,10 +49,15 @@ class MicroBatcher:
         >>> results = await batcher.recommend([["1", "2"]], [[]], {"k": 10})  # doctest: +SKIP
     """
 
-    def __init__(self, recommender: Recommender, max_sessions: int = 512) -> None:
-        """Serve ``recommender``; at most ``max_sessions`` sessions per merged model call."""
+    def __init__(self, recommender: Recommender, max_sessions: int = 512, max_wait: float = 0.002) -> None:
+        """Serve ``recommender`` in merged calls of at most ``max_sessions`` sessions.
+
+        ``max_wait`` bounds the seconds spent waiting for the previous call's clients (0: never wait).
+        """
         self.recommender = recommender
         self.max_sessions = max_sessions
+        self.max_wait = max_wait
+        self._last_requests = 0  # requests answered by the previous model call
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hiersrec-model")
@@ -78,8 +87,18 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while True:
             waiting = [await self._queue.get()]
-            while not self._queue.empty():
-                waiting.append(self._queue.get_nowait())
+            deadline = loop.time() + self.max_wait
+            while True:
+                while not self._queue.empty():
+                    waiting.append(self._queue.get_nowait())
+                remaining = deadline - loop.time()
+                if len(waiting) >= self._last_requests or remaining <= 0:
+                    break
+                try:
+                    waiting.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            self._last_requests = len(waiting)
             groups: dict[Hashable, list[_Pending]] = {}
             for pending in waiting:
                 groups.setdefault(pending.key, []).append(pending)
