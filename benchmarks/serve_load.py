@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,8,32", help="concurrent clients, comma-separated")
     parser.add_argument("--requests", type=int, default=2000, help="requests per concurrency level")
     parser.add_argument("--warmup", type=int, default=100, help="untimed requests before each level")
+    parser.add_argument("--rounds", type=int, default=1, help="times every level is run, interleaved")
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--candidate-budget", default=None, help="send this candidate_budget (e.g. 4%%)")
     parser.add_argument("--server-threads", type=int, default=1, help="torch threads of the server")
@@ -210,14 +211,19 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     try:
         model = httpx.get(f"http://127.0.0.1:{port}/model", timeout=10.0).json()
-        for concurrency in levels:
-            run_loop(run_level(port, sessions, concurrency, args.warmup, args))
-            results.append(run_loop(run_level(port, sessions, concurrency, args.requests, args)))
-            print(json.dumps(results[-1]), file=sys.stderr)
+        for round_index in range(args.rounds):
+            for concurrency in levels:
+                run_loop(run_level(port, sessions, concurrency, args.warmup, args))
+                results.append(
+                    {"round": round_index + 1, **run_loop(run_level(port, sessions, concurrency, args.requests, args))}
+                )
+                print(json.dumps(results[-1]), file=sys.stderr)
     finally:
         server.terminate()
         server.wait(timeout=30)
-    at_8 = next((r for r in results if r["concurrency"] == 8), None)
+    # The verdict takes the median round: one machine's rounds differ by up to 1.5x (other tenants of the host).
+    at_8 = sorted((r for r in results if r["concurrency"] == 8), key=lambda r: r["p99_ms"])
+    at_8 = at_8[len(at_8) // 2] if at_8 else None
     payload = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "command": " ".join(["python", "benchmarks/serve_load.py", *(argv if argv is not None else sys.argv[1:])]),
@@ -236,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
         "results": results,
         "target": {
             "p99_ms_at_8": TARGET_P99_MS,
+            "median_round_p99_ms_at_8": at_8["p99_ms"] if at_8 else None,
             "met": bool(at_8 and at_8["p99_ms"] < TARGET_P99_MS and at_8["errors"] == 0),
         },
     }
@@ -243,8 +250,8 @@ def main(argv: list[str] | None = None) -> None:
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
     rows = "\n".join(
-        f"| {r['concurrency']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
-        f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['throughput_rps']:.0f} |"
+        f"| {r['round']} | {r['concurrency']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.2f} | "
+        f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['throughput_rps']:.0f} |"
         for r in results
     )
     verdict = "met" if payload["target"]["met"] else "NOT met"
@@ -257,9 +264,10 @@ def main(argv: list[str] | None = None) -> None:
         f"Model: {payload['model']['name']} (run {args.run}; model config and validation metrics in the JSON); "
         f"sessions: {payload['sessions']}; one session per request, k = "
         f"{args.k}" + (f", candidate_budget {args.candidate_budget}" if args.candidate_budget else "") + ".\n\n"
-        "| clients | requests | errors | p50 ms | p90 ms | p99 ms | max ms | requests/s |\n"
-        "|---|---|---|---|---|---|---|---|\n"
-        f"{rows}\n\nTarget (issue 4): p99 < {TARGET_P99_MS:.0f} ms at 8 clients with no errors: {verdict}.\n"
+        "| round | clients | requests | errors | p50 ms | p90 ms | p99 ms | max ms | requests/s |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
+        f"{rows}\n\nTarget (issue 4): p99 < {TARGET_P99_MS:.0f} ms at 8 clients with no errors, in the median "
+        f"of {args.rounds} round(s) ({payload['target']['median_round_p99_ms_at_8']:.2f} ms): {verdict}.\n"
     )
     stem.with_suffix(".md").write_text(markdown)
     print(markdown)
