@@ -294,8 +294,9 @@ def _result(label: str, all_sums: dict[str, _Sums], n_cases: int, n_categories: 
 def format_candidate_table(report: CandidateReport) -> str:
     """A fixed-width text table: one row per budget after the full-ranking row (metrics in percent)."""
     keys = [f"hr@{report.k}", f"mrr@{report.k}"]
+    width = max(len("budget"), *(len(row.budget) for row in [report.full, *report.budgets]))
     header = (
-        f"{'budget':>14}  {'recall':>7}  {'top' + str(report.k):>7}  {'items%':>7}  {'cats':>6}  "
+        f"{'budget':>{width}}  {'recall':>7}  {'top' + str(report.k):>7}  {'items%':>7}  {'cats':>6}  "
         + "  ".join(f"{key:>8}  {'rel':>6}" for key in keys)
         + f"  {'ms/case':>8}  {'1-sess p50':>10}"
     )
@@ -305,7 +306,7 @@ def format_candidate_table(report: CandidateReport) -> str:
         batch = "-" if row.batch_ms_per_case is None else f"{row.batch_ms_per_case:.4f}"
         single = "-" if row.single_ms_p50 is None else f"{row.single_ms_p50:.3f}"
         lines.append(
-            f"{row.budget:>14}  {100 * row.candidate_recall:>6.2f}%  {100 * row.top_overlap:>6.2f}%  "
+            f"{row.budget:>{width}}  {100 * row.candidate_recall:>6.2f}%  {100 * row.top_overlap:>6.2f}%  "
             f"{100 * row.mean_candidate_fraction:>6.2f}%  "
             f"{row.mean_categories:>6.1f}  {cells}  {batch:>8}  {single:>10}"
         )
