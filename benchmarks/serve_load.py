@@ -47,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--candidate-budget", default=None, help="send this candidate_budget (e.g. 4%%)")
     parser.add_argument("--server-threads", type=int, default=1, help="torch threads of the server")
+    parser.add_argument("--model-thread", action="store_true", help="serve with --model-thread (a worker thread)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="results stem (default results/serve_load-...)")
     return parser.parse_args(argv)
@@ -100,6 +101,7 @@ def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen:
         "warning",
         "--threads",
         str(args.server_threads),
+        *(["--model-thread"] if args.model_thread else []),
     ]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300

@@ -252,7 +252,8 @@ class CountingRecommender:
         return self.recommender.recommend_batch(sessions, **options)
 
 
-def test_micro_batching_merges_concurrent_requests_without_changing_answers(tiny_shop, model):
+@pytest.mark.parametrize("model_thread", [False, True])
+def test_micro_batching_merges_concurrent_requests_without_changing_answers(tiny_shop, model, model_thread):
     import asyncio
 
     from hiersrec.serve.batching import MicroBatcher
@@ -262,7 +263,7 @@ def test_micro_batching_merges_concurrent_requests_without_changing_answers(tiny
     sessions = [[f"i{1 + i}", f"i{2 + i}"] for i in range(12)]
 
     async def scenario():
-        batcher = MicroBatcher(counting, max_sessions=5)
+        batcher = MicroBatcher(counting, max_sessions=5, model_thread=model_thread)
         batcher.start()
         same = [batcher.recommend([s], [[]], {"k": 4}) for s in sessions]
         other = batcher.recommend([sessions[0]], [[]], {"k": 2})
@@ -280,7 +281,8 @@ def test_micro_batching_merges_concurrent_requests_without_changing_answers(tiny
     assert sorted(counting.calls) == [1, 1, 2, 5, 5]
 
 
-def test_the_batcher_waits_for_the_previous_calls_clients_and_never_delays_a_lone_client(tiny_shop):
+@pytest.mark.parametrize("model_thread", [False, True])
+def test_the_batcher_waits_for_the_previous_calls_clients_and_never_delays_a_lone_client(tiny_shop, model_thread):
     import asyncio
     import time
 
@@ -289,7 +291,7 @@ def test_the_batcher_waits_for_the_previous_calls_clients_and_never_delays_a_lon
     counting = CountingRecommender(trained_recommender(tiny_shop))
 
     async def scenario():
-        batcher = MicroBatcher(counting, max_wait=1.0)
+        batcher = MicroBatcher(counting, max_wait=1.0, model_thread=model_thread)
         batcher.start()
         started = time.perf_counter()
         await batcher.recommend([["i1"]], [[]], {"k": 3})  # an idle service: scored at once

@@ -31,6 +31,13 @@ def serve(
             "(0: never wait; a lone client is never delayed).",
         ),
     ] = 2.0,
+    model_thread: Annotated[
+        bool,
+        typer.Option(
+            help="Score in a worker thread, so that requests are read meanwhile (for machines with cores to spare); "
+            "by default scoring runs in the event loop, faster when clients share the cores.",
+        ),
+    ] = False,
 ) -> None:
     """Serve RUN over HTTP: POST /recommend, GET /health, GET /model; OpenAPI docs at /docs."""
     try:
@@ -47,7 +54,7 @@ def serve(
         torch.set_num_threads(threads)
 
     # Loaded here, before the server starts, so that a bad run directory is a one-line error with its exit code.
-    app = create_app(Recommender.from_artifact(run), batch_wait=batch_wait_ms / 1000.0)
+    app = create_app(Recommender.from_artifact(run), batch_wait=batch_wait_ms / 1000.0, model_thread=model_thread)
     # The objects alive now (the imported torch, FastAPI and pydantic, the loaded run: some 200k) live as long as
     # the process. Left to the cyclic garbage collector, each full collection walks them all, stalling every
     # request in flight for ~0.1 s (the p99 at 32 clients); frozen, they are never walked again.

@@ -40,7 +40,7 @@ MAX_BODY_BYTES = 4 * 1024 * 1024  # a full request of MAX_SESSIONS long sessions
 _TOO_LARGE = f"request body: larger than {MAX_BODY_BYTES} bytes; send fewer sessions per request"
 
 
-def create_app(run: str | Path | Recommender, batch_wait: float = 0.002) -> FastAPI:
+def create_app(run: str | Path | Recommender, batch_wait: float = 0.002, model_thread: bool = False) -> FastAPI:
     """HTTP app serving recommendations from one trained run directory.
 
     The run is loaded once, in the app's lifespan (not at import, not per request). Concurrent requests
@@ -50,6 +50,7 @@ def create_app(run: str | Path | Recommender, batch_wait: float = 0.002) -> Fast
         run: a run directory (`Recommender.from_artifact`), or a ready `Recommender`.
         batch_wait: the longest wait, in seconds, for the previous model call's clients to come back and share
             the next call (`MicroBatcher`'s ``max_wait``; 0 never waits).
+        model_thread: score in a worker thread instead of the event loop's thread (`MicroBatcher`).
 
     Example:
         >>> import uvicorn  # doctest: +SKIP
@@ -59,7 +60,7 @@ def create_app(run: str | Path | Recommender, batch_wait: float = 0.002) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.recommender = run if isinstance(run, Recommender) else Recommender.from_artifact(run)
-        app.state.batcher = MicroBatcher(app.state.recommender, max_wait=batch_wait)
+        app.state.batcher = MicroBatcher(app.state.recommender, max_wait=batch_wait, model_thread=model_thread)
         app.state.batcher.start()
         logger.info("serving %s", app.state.recommender.describe().get("model"))
         yield

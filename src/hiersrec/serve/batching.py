@@ -6,8 +6,14 @@ previous model call ran. Clients that just got their answer usually send their n
 of a model call; without waiting for them, 8 busy clients settle into calls of 1 and 7 requests, paying the
 matrix twice per round. So the loop waits, at most ``max_wait`` seconds, until as many requests are queued as
 the previous call answered. A lone client (previous call: one request) and a request at an idle service are
-scored at once. Model calls run one at a time in a worker thread, so the event loop keeps reading and
-validating requests meanwhile.
+scored at once.
+
+Model calls run one at a time, by default in the event loop's own thread. On a machine whose cores the clients
+share (the 2-core reference machine, load generator included), a separate model thread is a third busy thread
+on two cores: measured at 8 clients, p99 30-33 ms in a worker thread against 12 ms in the loop, 690-780 against
+945 requests/s (`benchmarks/serve_load.py`, interleaved). With ``model_thread=True`` calls run in a worker
+thread instead, so that the event loop keeps reading and validating requests meanwhile: the better choice
+with cores to spare, or when single calls are long (big batches), since an inline call holds the loop.
 
 A session scores the same alone or in a batch (`hiersrec.recommend.Recommender`; up to float rounding in the
 last digits, as the padded width changes), so batching does not change an answer.
@@ -49,10 +55,17 @@ class MicroBatcher:
         >>> results = await batcher.recommend([["1", "2"]], [[]], {"k": 10})  # doctest: +SKIP
     """
 
-    def __init__(self, recommender: Recommender, max_sessions: int = 512, max_wait: float = 0.002) -> None:
+    def __init__(
+        self,
+        recommender: Recommender,
+        max_sessions: int = 512,
+        max_wait: float = 0.002,
+        model_thread: bool = False,
+    ) -> None:
         """Serve ``recommender`` in merged calls of at most ``max_sessions`` sessions.
 
-        ``max_wait`` bounds the seconds spent waiting for the previous call's clients (0: never wait).
+        ``max_wait`` bounds the seconds spent waiting for the previous call's clients (0: never wait);
+        ``model_thread`` runs the calls in a worker thread rather than in the event loop's thread.
         """
         self.recommender = recommender
         self.max_sessions = max_sessions
@@ -60,7 +73,9 @@ class MicroBatcher:
         self._last_requests = 0  # requests answered by the previous model call
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hiersrec-model")
+        self._executor = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="hiersrec-model") if model_thread else None
+        )
 
     def start(self) -> None:
         """Start the batching loop in the running event loop."""
@@ -68,11 +83,12 @@ class MicroBatcher:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        """Stop the loop and the worker thread."""
+        """Stop the loop and the worker thread, if any."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self._executor.shutdown(wait=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
 
     async def recommend(
         self, sessions: Sequence[Sequence[object]], exclude: Sequence[Sequence[object]], options: dict[str, Any]
@@ -121,9 +137,12 @@ class MicroBatcher:
         exclude = [e for pending in chunk for e in pending.exclude]
         options = chunk[0].options
         try:
-            results = await loop.run_in_executor(
-                self._executor, lambda: self.recommender.recommend_batch(sessions, exclude=exclude, **options)
-            )
+            if self._executor is None:
+                results = self.recommender.recommend_batch(sessions, exclude=exclude, **options)
+            else:
+                results = await loop.run_in_executor(
+                    self._executor, lambda: self.recommender.recommend_batch(sessions, exclude=exclude, **options)
+                )
         except Exception as error:  # the same options gave every request of the chunk the same error
             for pending in chunk:
                 if not pending.future.done():
