@@ -45,7 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--orders",
         default="density,probability",
-        help="category orders of the fraction budgets, compared side by side (the first is the one timed)",
+        help="category orders of the fraction budgets, compared side by side (the FAISS comparison takes --budgets "
+        "as written, i.e. in the default order)",
     )
     parser.add_argument(
         "--valid", action=argparse.BooleanOptionalAction, default=True, help="compare the orders on validation first"
@@ -85,14 +86,13 @@ def check_targets(report: CandidateReport, label: str = "4%") -> dict[str, dict[
 
 def budget_specs(budgets: str, orders: str) -> list[str]:
     """Every fraction budget in every order (``"4%"``, ``"4%:probability"``), count budgets and 100% once."""
-    specs: list[str] = []
+    specs: dict[str, str] = {}  # label -> spec, in first-seen order
     for order in orders.split(","):
         for budget in budgets.split(","):
             parsed = CandidateBudget.parse(budget)
             spec = budget if parsed.fraction is None or parsed.is_exhaustive else f"{budget}:{order}"
-            if CandidateBudget.parse(spec).label not in {CandidateBudget.parse(s).label for s in specs}:
-                specs.append(spec)
-    return specs
+            specs.setdefault(CandidateBudget.parse(spec).label, spec)
+    return list(specs.values())
 
 
 def plot(report: CandidateReport, path: Path) -> None:

@@ -246,34 +246,40 @@ class _Block(nn.Module):
         hidden layer would need random masks several times larger, the slowest part of a CPU step.
         """
         batch, length, width = x.shape
-        q, k, v = self.qkv(self.norm_attention(x)).split(width, dim=2)
-        q, k, v = (t.view(batch, length, self.n_heads, -1).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D/H)
-        scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)  # (B, H, T, T)
+        q, k, v = self._heads(x)
         causal = torch.ones(length, length, dtype=torch.bool, device=x.device).triu_(1)
-        # Plain attention: with T <= max_len, this beats the fused CPU kernels, whose backward is slow.
-        attended = scores.masked_fill(causal, float("-inf")).softmax(dim=-1).to(v.dtype) @ v  # (B, H, T, D/H)
+        attended = self._attend(q, k, v, causal)  # (B, H, T, D/H)
         x = x + F.dropout(self.out(attended.transpose(1, 2).reshape(batch, length, width)), dropout)
-        return x + F.dropout(self.ff_out(F.gelu(self.ff_in(self.norm_ff(x)))), dropout)
+        return self._feed_forward(x, dropout)
 
     def forward_at(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """(B, T, D) -> (B, D): `forward`'s output at one position per row, without dropout.
 
-        Inference reads one position per session; computing the queries, attention and feed-forward layer of
-        that position alone (keys and values still cover positions <= it) costs a fraction of `forward` on
+        Inference reads one position per session; attending from that position alone (keys and values still
+        cover positions <= it) and running the feed-forward layer there only costs a fraction of `forward` on
         long sessions, the tail of a served request's latency.
         """
         batch, length, width = x.shape
         rows = torch.arange(batch, device=x.device)
-        normed = self.norm_attention(x)
-        q = F.linear(normed[rows, positions], self.qkv.weight[:width], self.qkv.bias[:width])  # (B, D)
-        k, v = F.linear(normed, self.qkv.weight[width:], self.qkv.bias[width:]).split(width, dim=2)
-        q = q.view(batch, self.n_heads, 1, -1)  # (B, H, 1, D/H)
-        k, v = (t.view(batch, length, self.n_heads, -1).transpose(1, 2) for t in (k, v))  # (B, H, T, D/H)
-        scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)  # (B, H, 1, T)
+        q, k, v = self._heads(x)
         later = torch.arange(length, device=x.device)[None, :] > positions[:, None]  # (B, T)
-        attended = scores.masked_fill(later[:, None, None, :], float("-inf")).softmax(dim=-1).to(v.dtype) @ v
-        y = x[rows, positions] + self.out(attended.reshape(batch, width))
-        return y + self.ff_out(F.gelu(self.ff_in(self.norm_ff(y))))
+        attended = self._attend(q[rows, :, positions].unsqueeze(2), k, v, later[:, None, None, :])  # (B, H, 1, D/H)
+        return self._feed_forward(x[rows, positions] + self.out(attended.reshape(batch, width)), 0.0)
+
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # Queries, keys and values of every position, (B, H, T, D/H) each.
+        batch, length, width = x.shape
+        q, k, v = self.qkv(self.norm_attention(x)).split(width, dim=2)
+        return tuple(t.view(batch, length, self.n_heads, -1).transpose(1, 2) for t in (q, k, v))
+
+    @staticmethod
+    def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        # Plain attention: with T <= max_len, this beats the fused CPU kernels, whose backward is slow.
+        scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)  # (B, H, Tq, T)
+        return scores.masked_fill(hidden, float("-inf")).softmax(dim=-1).to(v.dtype) @ v
+
+    def _feed_forward(self, x: torch.Tensor, dropout: float) -> torch.Tensor:
+        return x + F.dropout(self.ff_out(F.gelu(self.ff_in(self.norm_ff(x)))), dropout)
 
 
 @dataclass
