@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hiersrec.data.srgnn import read_srgnn_dir
+from hiersrec.data.ingest.srgnn import read_srgnn_dir
 from hiersrec.eval.protocol import evaluate
 from hiersrec.models import BASELINES, make_baseline, search_space
 from hiersrec.tuning import tune_baseline

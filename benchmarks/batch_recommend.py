@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hiersrec.data.storage import open_dataset
+from hiersrec.data.ingest import open_dataset
 from hiersrec.provenance import provenance
 
 RESULTS = Path(__file__).parent / "results"

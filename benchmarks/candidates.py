@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hiersrec.data.storage import open_dataset
+from hiersrec.data.ingest import open_dataset
 from hiersrec.provenance import provenance
 from hiersrec.retrieval.category import CandidateBudget
 from hiersrec.retrieval.evaluate import DEFAULT_BUDGETS, CandidateReport, evaluate_candidates, format_candidate_table

@@ -90,7 +90,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(job["threads"])
     from hiersrec.config import load_config
-    from hiersrec.data.storage import open_dataset
+    from hiersrec.data.ingest import open_dataset
     from hiersrec.eval.protocol import evaluate
     from hiersrec.train.run import TrainingData, fit_run
 

@@ -50,7 +50,7 @@ def time_epoch(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from hiersrec.config import load_config
-    from hiersrec.data.storage import open_dataset
+    from hiersrec.data.ingest import open_dataset
     from hiersrec.models.hiersrec import HierSRec, ItemFeatures
     from hiersrec.train.loop import resolve_device, train
     from hiersrec.train.run import TrainingData

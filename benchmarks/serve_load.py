@@ -63,7 +63,7 @@ def sample_sessions(args: argparse.Namespace, n: int) -> list[list[str]]:
     """Raw-id sessions to send: test-split prefixes of --data, else random sessions of the run's items."""
     rng = np.random.default_rng(args.seed)
     if args.data:
-        from hiersrec.data.storage import open_dataset
+        from hiersrec.data.ingest import open_dataset
 
         dataset = open_dataset(args.data)
         test = dataset.test

@@ -11,13 +11,13 @@ The public API, importable from the top level:
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from hiersrec._version import __version__
 from hiersrec.data.batching import SessionBatch
 from hiersrec.data.catalog import ItemCatalog
+from hiersrec.data.ingest import open_dataset
 from hiersrec.data.prepared import PreparedDataset
 from hiersrec.data.sessions import SessionData
-from hiersrec.data.storage import load_prepared, open_dataset, save_prepared
+from hiersrec.data.storage import load_prepared, save_prepared
 from hiersrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
 from hiersrec.data.vocab import Vocab
 from hiersrec.errors import (

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-import hiersrec
+from hiersrec._version import __version__
 
 
 def git_commit() -> str | None:
@@ -20,7 +20,7 @@ def git_commit() -> str | None:
     """
     if os.environ.get("HIERSREC_COMMIT"):
         return os.environ["HIERSREC_COMMIT"]
-    root = Path(hiersrec.__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[2]  # src/hiersrec/provenance.py -> the checkout
     try:
         commit = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
@@ -54,7 +54,7 @@ def machine_description() -> str:
 def provenance() -> dict[str, Any]:
     """Versions, commit and machine, for results files and run metadata."""
     return {
-        "hiersrec_version": hiersrec.__version__,
+        "hiersrec_version": __version__,
         "commit": git_commit(),
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),

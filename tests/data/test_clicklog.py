@@ -6,8 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from hiersrec.data.clicklog import ClickLogOptions, read_clicklog
-from hiersrec.data.readers import parse_times
+from hiersrec.data.ingest.clicklog import ClickLogOptions, read_clicklog
+from hiersrec.data.ingest.readers import parse_times
 from hiersrec.errors import ConfigError, DataError
 
 # sid;pid;ts in file order. Hand-checked with min_item_support=2, consecutive duplicates dropped, test = the

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hiersrec.data.diginetica import read_diginetica, read_items
+from hiersrec.data.ingest.diginetica import read_diginetica, read_items
 from hiersrec.errors import DataError
 
 HEADER = "sessionId;userId;itemId;timeframe;eventdate"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hiersrec.data.ingest import open_dataset
+from hiersrec.data.ingest.recbole import read_recbole_dir
 from hiersrec.data.prepared import PreparedDataset
-from hiersrec.data.recbole import read_recbole_dir
 from hiersrec.data.recbole_export import write_recbole
 from hiersrec.data.sessions import SessionData
-from hiersrec.data.storage import open_dataset
 from hiersrec.errors import DataError
 
 HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token\n"

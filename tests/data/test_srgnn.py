@@ -1,6 +1,6 @@
 import pytest
 
-from hiersrec.data.srgnn import read_srgnn_dir
+from hiersrec.data.ingest.srgnn import read_srgnn_dir
 from hiersrec.errors import DataError
 
 

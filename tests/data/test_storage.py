@@ -1,4 +1,4 @@
-"""The on-disk form of a prepared dataset: round trip, fingerprint, atomic replacement, and open_dataset."""
+"""The on-disk form of a prepared dataset: round trip, fingerprint, atomic replacement."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import pytest
 
 from hiersrec.data import storage
 from hiersrec.data.catalog import ItemCatalog
+from hiersrec.data.ingest import open_dataset
 from hiersrec.data.prepared import PreparedDataset
 from hiersrec.data.sessions import SessionData
-from hiersrec.data.storage import load_prepared, open_dataset, save_prepared
+from hiersrec.data.storage import load_prepared, save_prepared
 from hiersrec.data.vocab import Vocab
-from hiersrec.errors import ArtifactError, DataError
+from hiersrec.errors import ArtifactError
 
 
 def _assert_same_sessions(a: SessionData, b: SessionData) -> None:
@@ -155,26 +156,6 @@ def test_load_detects_corruption_and_version(tmp_path, tiny_shop):
         load_prepared(out)
     with pytest.raises(ArtifactError, match="not found"):
         load_prepared(tmp_path)
-
-
-def test_open_dataset_dispatches_on_layout(tmp_path, monkeypatch):
-    prepared = save_prepared(_tiny_with_valid(), tmp_path / "prepared")
-    assert open_dataset(prepared).name == "tiny"
-    assert open_dataset(str(prepared)).provenance["fingerprint"]
-    srgnn = tmp_path / "toy" / "srgnn_cat"
-    srgnn.mkdir(parents=True)
-    (srgnn / "item_category.tsv").write_text("item_id\tcategory_id\n7\t1\n8\t2\n")
-    (srgnn / "train_sessions.tsv").write_text("session_idx\titem_ids\n0\t7 8 7\n")
-    (srgnn / "test_sessions.tsv").write_text("session_idx\titem_ids\n0\t8 7\n")
-    from_srgnn = open_dataset(srgnn)
-    assert from_srgnn.name == "toy" and from_srgnn.train.to_lists() == [[1, 2, 1]]
-    monkeypatch.chdir(tmp_path)
-    synthetic = open_dataset("synthetic")
-    assert synthetic.name == "synthetic" and synthetic.catalog.n_items == 2000
-    with pytest.raises(DataError, match="not found.*manifest.json"):
-        open_dataset(tmp_path / "nope")
-    with pytest.raises(DataError, match="without a known dataset layout"):
-        open_dataset(tmp_path / "toy")
 
 
 @pytest.mark.data

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hiersrec.data.srgnn import read_srgnn_dir
+from hiersrec.data.ingest.srgnn import read_srgnn_dir
 from hiersrec.eval.protocol import evaluate
 from hiersrec.models import make_baseline
 

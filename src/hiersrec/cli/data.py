@@ -16,9 +16,17 @@ from typing import Annotated, Any
 
 import typer
 
+from hiersrec.data.ingest import open_dataset
+from hiersrec.data.ingest.amazon import is_unisrec_amazon_dir, read_unisrec_amazon
+from hiersrec.data.ingest.clicklog import ClickLogOptions, read_clicklog
+from hiersrec.data.ingest.diginetica import read_diginetica
+from hiersrec.data.ingest.recbole import read_recbole_dir
+from hiersrec.data.ingest.srgnn import read_srgnn_dir
 from hiersrec.data.prepared import PreparedDataset
+from hiersrec.data.recbole_export import write_recbole
 from hiersrec.data.stats import dataset_stats
-from hiersrec.data.storage import load_prepared, open_dataset, save_prepared
+from hiersrec.data.storage import load_prepared, save_prepared
+from hiersrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
 from hiersrec.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -167,8 +175,6 @@ def export(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Write DATASET in another tool's format (RecBole atomic files)."""
-    from hiersrec.data.recbole_export import write_recbole
-
     assert fmt is ExportFormat.recbole
     paths = write_recbole(open_dataset(dataset), out, max_history=max_history, valid_fraction=valid_fraction)
     _print({"format": fmt.value, "out": str(out), "files": [str(p) for p in paths]}, as_json)
@@ -183,34 +189,22 @@ def _import(
     clicklog_options: dict[str, Any],
     seed: int | None,
 ) -> PreparedDataset:
-    # Importers are imported lazily: each pulls only what its format needs.
     if source is Source.srgnn:
-        from hiersrec.data.srgnn import read_srgnn_dir
-
         if missing_category != "unknown":
             raise ConfigError("--missing-category does not apply to --source srgnn (every item has a category row)")
         return read_srgnn_dir(input_path, name=name)
     if source is Source.diginetica:
-        from hiersrec.data.diginetica import read_diginetica
-
         return read_diginetica(input_path, missing_category=missing_category, name=name or "diginetica")
     if source is Source.clicklog:
-        from hiersrec.data.clicklog import ClickLogOptions, read_clicklog
-
         if "test_fraction" in clicklog_options and "test_days" not in clicklog_options:
             clicklog_options["test_days"] = None
         options = ClickLogOptions(**clicklog_options, missing_category=missing_category)
         return read_clicklog(input_path, items, options, name=name)
     if source is Source.recbole:
-        from hiersrec.data.amazon import is_unisrec_amazon_dir, read_unisrec_amazon
-        from hiersrec.data.recbole import read_recbole_dir
-
         if is_unisrec_amazon_dir(input_path):
             dataset = read_unisrec_amazon(input_path, missing_category=missing_category)
             return dataset if name is None else dataclasses.replace(dataset, name=name)
         return read_recbole_dir(input_path, missing_category=missing_category, name=name)
-    from hiersrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
-
     dataset = make_synthetic_shop(SyntheticShopConfig(seed=seed or 0))
     return dataset if name is None else dataclasses.replace(dataset, name=name)
 

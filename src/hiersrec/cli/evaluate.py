@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
+from hiersrec.data.ingest import open_dataset
 from hiersrec.data.prepared import PreparedDataset
-from hiersrec.data.storage import open_dataset
 from hiersrec.errors import ArtifactError, ConfigError
 from hiersrec.eval.protocol import DEFAULT_KS, PROTOCOLS, EvalReport, format_table
 from hiersrec.eval.protocol import evaluate as run_evaluation

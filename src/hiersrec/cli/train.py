@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from hiersrec.config import load_config
-from hiersrec.data.storage import open_dataset
+from hiersrec.data.ingest import open_dataset
 from hiersrec.errors import ConfigError
 
 

@@ -35,17 +35,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hiersrec._version import __version__
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.prepared import PreparedDataset
 from hiersrec.data.sessions import SessionData
 from hiersrec.data.vocab import PAD_TOKEN, Vocab
-from hiersrec.errors import ArtifactError, DataError
+from hiersrec.errors import ArtifactError
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-SYNTHETIC = "synthetic"
 _SPLITS = ("train", "test", "valid")
 _CATEGORICAL, _NUMERIC, _TEXT = "categorical.", "numeric.", "text"
 
@@ -138,41 +138,6 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
             f"{path}: format_version {version!r}, this hiersrec reads {FORMAT_VERSION}; prepare the dataset again"
         )
     return manifest
-
-
-def open_dataset(spec: str | Path) -> PreparedDataset:
-    """Open a dataset from a prepared folder, an SR-GNN TSV folder, a RecBole folder, or ``"synthetic"``.
-
-    Args:
-        spec: ``"synthetic"`` (the embedded default shop, `make_synthetic_shop()`; write ``./synthetic`` for a
-            folder of that name), a folder with ``manifest.json`` (`load_prepared`), a folder with
-            ``train_sessions.tsv`` (`read_srgnn_dir`), or a folder of RecBole ``.inter`` files
-            (`read_unisrec_amazon` when it also holds ``item_meta_derived.tsv``, else `read_recbole_dir`).
-
-    Raises:
-        DataError: ``spec`` is none of these.
-    """
-    if str(spec) == SYNTHETIC:
-        from hiersrec.data.synthetic import make_synthetic_shop
-
-        return make_synthetic_shop()
-    path = Path(spec)
-    if (path / MANIFEST).is_file():
-        return load_prepared(path)
-    if (path / "train_sessions.tsv").is_file():
-        from hiersrec.data.srgnn import read_srgnn_dir
-
-        return read_srgnn_dir(path)
-    if path.is_dir() and any(path.glob("*.inter")):
-        from hiersrec.data.amazon import is_unisrec_amazon_dir, read_unisrec_amazon
-        from hiersrec.data.recbole import read_recbole_dir
-
-        return read_unisrec_amazon(path) if is_unisrec_amazon_dir(path) else read_recbole_dir(path)
-    what = "a folder without a known dataset layout" if path.is_dir() else "not found"
-    raise DataError(
-        f"{spec}: {what}; give a prepared folder (with {MANIFEST}, from 'hiersrec data prepare'), an SR-GNN "
-        "folder (with train_sessions.tsv), a RecBole folder (with <name>.inter files) or 'synthetic'"
-    )
 
 
 def _write_data_files(dataset: PreparedDataset, directory: Path) -> dict[str, str]:
@@ -268,8 +233,6 @@ def _manifest(dataset: PreparedDataset, digests: dict[str, str]) -> dict[str, An
         if sessions is not None:
             counts[f"{split}_sessions"] = sessions.n_sessions
             counts[f"{split}_clicks"] = sessions.n_clicks
-    from hiersrec import __version__
-
     return {
         "format_version": FORMAT_VERSION,
         "name": dataset.name,

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from hiersrec.data.items import build_catalog
+from hiersrec.data.ingest.items import build_catalog
 from hiersrec.data.prepared import PreparedDataset
 from hiersrec.data.sessions import SessionData
 from hiersrec.data.vocab import Vocab
@@ -54,7 +54,7 @@ def assemble(
     Args:
         train: ordered click frame (``session_id``, ``item_id``[, ``timestamp``]).
         test: ordered click frame, same columns.
-        items: item table (see `hiersrec.data.items`), or None when the source has none (every item then
+        items: item table (see `hiersrec.data.ingest.items`), or None when the source has none (every item then
             goes to the ``"unknown"`` category).
         name: dataset name.
         options: preprocessing options; the counts of items without a category and of test clicks on items

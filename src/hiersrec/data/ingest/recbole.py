@@ -22,7 +22,7 @@ of ``.inter`` are read:
   (sequences shorter than 3 stay whole in train).
 
 Items get their category, text and attributes from the ``.item`` file (or from a table the caller gives,
-see `hiersrec.data.amazon`); items without a category go to ``"unknown"`` (counted in the options).
+see `hiersrec.data.ingest.amazon`); items without a category go to ``"unknown"`` (counted in the options).
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from pathlib import Path
 
 import polars as pl
 
-from hiersrec.data.assemble import assemble
-from hiersrec.data.items import apply_category_policy, unique_items
+from hiersrec.data.ingest.assemble import assemble
+from hiersrec.data.ingest.items import apply_category_policy, unique_items
+from hiersrec.data.ingest.readers import file_provenance, parse_numbers, parse_times, read_table, require_values
 from hiersrec.data.prepared import PreparedDataset
-from hiersrec.data.readers import file_provenance, parse_numbers, parse_times, read_table, require_values
 from hiersrec.errors import DataError
 
 SPLITS = ("train", "valid", "test")

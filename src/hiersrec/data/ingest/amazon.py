@@ -20,9 +20,9 @@ from pathlib import Path
 
 import polars as pl
 
+from hiersrec.data.ingest.readers import read_table, select_columns
+from hiersrec.data.ingest.recbole import read_recbole_dir
 from hiersrec.data.prepared import PreparedDataset
-from hiersrec.data.readers import read_table, select_columns
-from hiersrec.data.recbole import read_recbole_dir
 from hiersrec.data.vocab import PAD_TOKEN, Vocab
 from hiersrec.errors import DataError
 

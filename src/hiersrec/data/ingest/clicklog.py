@@ -22,8 +22,17 @@ from pathlib import Path
 
 import polars as pl
 
-from hiersrec.data.assemble import assemble
-from hiersrec.data.items import apply_category_policy, check_missing_category_policy, unique_items
+from hiersrec.data.ingest.assemble import assemble
+from hiersrec.data.ingest.items import apply_category_policy, check_missing_category_policy, unique_items
+from hiersrec.data.ingest.readers import (
+    TIME_UNITS,
+    file_provenance,
+    parse_numbers,
+    parse_times,
+    read_table,
+    require_values,
+    select_columns,
+)
 from hiersrec.data.prepared import PreparedDataset
 from hiersrec.data.preprocess import (
     DUPLICATE_POLICIES,
@@ -37,15 +46,6 @@ from hiersrec.data.preprocess import (
     split_by_days,
     split_by_fraction,
     traced,
-)
-from hiersrec.data.readers import (
-    TIME_UNITS,
-    file_provenance,
-    parse_numbers,
-    parse_times,
-    read_table,
-    require_values,
-    select_columns,
 )
 from hiersrec.errors import ConfigError
 

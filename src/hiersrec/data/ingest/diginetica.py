@@ -33,8 +33,9 @@ from pathlib import Path
 
 import polars as pl
 
-from hiersrec.data.assemble import assemble
-from hiersrec.data.items import apply_category_policy, unique_items
+from hiersrec.data.ingest.assemble import assemble
+from hiersrec.data.ingest.items import apply_category_policy, unique_items
+from hiersrec.data.ingest.readers import file_provenance, parse_numbers, parse_times, read_table, select_columns
 from hiersrec.data.prepared import PreparedDataset
 from hiersrec.data.preprocess import (
     drop_unseen_items,
@@ -45,7 +46,6 @@ from hiersrec.data.preprocess import (
     split_by_days,
     traced,
 )
-from hiersrec.data.readers import file_provenance, parse_numbers, parse_times, read_table, select_columns
 
 logger = logging.getLogger(__name__)
 
