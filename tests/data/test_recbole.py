@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hiersrec.data import recbole_export
 from hiersrec.data.ingest import open_dataset
 from hiersrec.data.ingest.recbole import read_recbole_dir
 from hiersrec.data.prepared import PreparedDataset
 from hiersrec.data.recbole_export import write_recbole
 from hiersrec.data.sessions import SessionData
-from hiersrec.errors import DataError
+from hiersrec.errors import ArtifactError, DataError
 
 HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
 # Leave-one-out with histories truncated to 2 items, rows newest first as in UniSRec's files.
@@ -139,6 +140,29 @@ def test_export_then_import_leave_one_out_layout(tmp_path):
     broken = PreparedDataset(**{**data.__dict__, "valid": data.test})
     with pytest.raises(DataError, match="cannot be written as leave-one-out"):
         write_recbole(broken, tmp_path / "broken")
+
+
+def test_export_replaces_an_earlier_export_whole_and_refuses_a_foreign_folder(tmp_path, tiny_shop, monkeypatch):
+    out = tmp_path / "synthetic"
+    write_recbole(tiny_shop, out, max_history=3)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    write_recbole(tiny_shop, out, max_history=1)
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)
+    assert "MAX_ITEM_LIST_LENGTH: 1\n" in (out / "synthetic.yaml").read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["synthetic"]  # no temporary folder left beside it
+
+    # A failure while writing leaves the earlier export as it was, and no temporary folder.
+    monkeypatch.setattr(recbole_export, "_item_table", lambda dataset: (_ for _ in ()).throw(OSError("injected")))
+    after_second = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(OSError, match="injected"):
+        write_recbole(tiny_shop, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == after_second
+    assert [p.name for p in tmp_path.iterdir()] == ["synthetic"]
+
+    (out / "notes.txt").write_text("keep")
+    with pytest.raises(ArtifactError, match="other files than a RecBole export"):
+        write_recbole(tiny_shop, out)
+    assert (out / "notes.txt").read_text() == "keep"
 
 
 @pytest.mark.data

@@ -166,7 +166,9 @@ class ExportFormat(enum.StrEnum):
 @app.command()
 def export(
     dataset: Annotated[str, typer.Argument(help="Prepared folder, SR-GNN or RecBole folder, or 'synthetic'.")],
-    out: Annotated[Path, typer.Option(help="Folder to write to; RecBole wants it named like the dataset.")],
+    out: Annotated[
+        Path, typer.Option(help="Folder to write (replaced atomically); RecBole wants it named like the dataset.")
+    ],
     fmt: Annotated[ExportFormat, typer.Option("--format", help="Output format.")] = ExportFormat.recbole,
     max_history: Annotated[int, typer.Option(help="Most recent items kept in each item_id_list.")] = 50,
     valid_fraction: Annotated[

@@ -19,12 +19,20 @@ Two layouts, chosen by the dataset:
 
 Raw item and category ids are written, so RecBole builds its own index; `read_recbole_dir` reads the files
 back to the same sessions.
+
+The folder is written whole: the files go into a temporary folder beside ``out_dir``, which then replaces
+``out_dir`` (a previous export of the same files is replaced only once the new one is complete).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import polars as pl
@@ -32,7 +40,8 @@ import pyarrow as pa
 
 from hiersrec.data.prepared import PreparedDataset
 from hiersrec.data.sessions import SessionData
-from hiersrec.errors import DataError
+from hiersrec.errors import ArtifactError, DataError
+from hiersrec.files import fsync_directory, replace_directory, sibling_temp_dir
 
 
 def write_recbole(
@@ -42,12 +51,13 @@ def write_recbole(
 
     Args:
         dataset: the prepared dataset.
-        out_dir: folder to write into (created if needed).
+        out_dir: folder to write (created, or replaced when it holds only the files of an earlier export).
         max_history: the most recent items kept in each ``item_id_list``.
         valid_fraction: share of train sessions (the most recent) used as validation, when the dataset has
             no validation split of its own.
 
     Raises:
+        ArtifactError: ``out_dir`` exists and holds other files than these (nothing is written).
         DataError: an item id contains whitespace (RecBole token sequences are space-separated), or a
             leave-one-out dataset whose valid/test sequences do not extend its train sequences by one item.
     """
@@ -55,8 +65,13 @@ def write_recbole(
     if bad is not None:
         raise DataError(f"item id {bad!r} contains whitespace, which RecBole token sequences cannot hold")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[^A-Za-z0-9_-]", "_", dataset.name)
+    names = [f"{stem}.{split}.inter" for split in ("train", "valid", "test")] + [f"{stem}.item", f"{stem}.yaml"]
+    if out_dir.exists() and (not out_dir.is_dir() or any(p.name not in names for p in out_dir.iterdir())):
+        raise ArtifactError(
+            f"{out_dir}: exists and holds other files than a RecBole export of {stem}; choose another --out or "
+            "remove it"
+        )
     raw_ids = pl.Series("raw", dataset.vocab.item_ids)
     if dataset.valid is not None:
         id_field, last_only = "user_id", (False, True, True)
@@ -69,16 +84,31 @@ def write_recbole(
         splits = (fit, valid, dataset.test)
         starts = np.cumsum([0] + [s.n_sessions for s in splits])
         ids = [np.arange(starts[i], starts[i + 1]) for i in range(3)]
-    paths = []
-    for name, sessions, session_ids, last in zip(("train", "valid", "test"), splits, ids, last_only, strict=True):
-        rows = _target_rows(sessions, session_ids, raw_ids, last_only=last, max_history=max_history)
-        paths.append(out_dir / f"{stem}.{name}.inter")
-        header = {"id": f"{id_field}:token", "history": "item_id_list:token_seq", "target": "item_id:token"}
-        rows.rename(header).write_csv(paths[-1], separator="\t", quote_style="never")
-    paths.append(_write_items(dataset, out_dir / f"{stem}.item"))
-    paths.append(out_dir / f"{stem}.yaml")
-    paths[-1].write_text(_settings(stem, id_field, max_history, dataset))
-    return paths
+    header = {"id": f"{id_field}:token", "history": "item_id_list:token_seq", "target": "item_id:token"}
+    settings = _settings(stem, id_field, max_history, dataset).encode()
+    tmp = sibling_temp_dir(out_dir)
+    try:
+        for name, sessions, session_ids, last in zip(names[:3], splits, ids, last_only, strict=True):
+            rows = _target_rows(sessions, session_ids, raw_ids, last_only=last, max_history=max_history)
+            _write_synced(tmp / name, partial(rows.rename(header).write_csv, separator="\t", quote_style="never"))
+        items = _item_table(dataset)
+        _write_synced(tmp / names[3], partial(items.write_csv, separator="\t", quote_style="never", null_value=""))
+        _write_synced(tmp / names[4], lambda out: out.write(settings))
+        fsync_directory(tmp)
+        replace_directory(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [out_dir / name for name in names]
+
+
+def _write_synced(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    # The files stream into a private temporary folder that is swapped in whole, so each needs no rename of
+    # its own (write_bytes_atomic would first hold a whole .inter file in memory), only to be on disk.
+    with open(path, "wb") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _target_rows(
@@ -117,7 +147,7 @@ def _check_leave_one_out(train: SessionData, valid: SessionData, test: SessionDa
         )
 
 
-def _write_items(dataset: PreparedDataset, path: Path) -> Path:
+def _item_table(dataset: PreparedDataset) -> pl.DataFrame:
     catalog, vocab = dataset.catalog, dataset.vocab
     columns = {
         "item_id:token": vocab.item_ids[1:],
@@ -129,8 +159,7 @@ def _write_items(dataset: PreparedDataset, path: Path) -> Path:
         columns[f"{name}:float"] = pl.Series(values[1:].astype(np.float64)).fill_nan(None)
     if catalog.text is not None:
         columns["text:token_seq"] = pl.Series(catalog.text[1:]).str.replace_all(r"\s+", " ")
-    pl.DataFrame(columns).write_csv(path, separator="\t", quote_style="never", null_value="")
-    return path
+    return pl.DataFrame(columns)
 
 
 def _settings(stem: str, id_field: str, max_history: int, dataset: PreparedDataset) -> str:

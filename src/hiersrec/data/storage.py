@@ -25,9 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,7 @@ from hiersrec.data.prepared import PreparedDataset
 from hiersrec.data.sessions import SessionData
 from hiersrec.data.vocab import PAD_TOKEN, Vocab
 from hiersrec.errors import ArtifactError
+from hiersrec.files import fsync_directory, replace_directory, sibling_temp_dir, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -65,15 +64,13 @@ def save_prepared(dataset: PreparedDataset, out_dir: str | Path) -> Path:
         raise ArtifactError(
             f"{out_dir}: exists and is not a prepared dataset (no {MANIFEST}); choose another --out or remove it"
         )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    tmp = sibling_temp_dir(out_dir)
     try:
         digests = _write_data_files(dataset, tmp)
         manifest = _manifest(dataset, digests)
-        _write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=2, default=_json_default).encode())
-        _fsync_dir(tmp)
-        _replace_dir(tmp, out_dir)
+        write_bytes_atomic(tmp / MANIFEST, json.dumps(manifest, indent=2, default=_json_default).encode())
+        fsync_directory(tmp)
+        replace_directory(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -161,15 +158,9 @@ def _write_table(table: pa.Table, path: Path) -> str:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     data = sink.getvalue().to_pybytes()
-    _write_bytes(path, data)
+    # Inside the temporary folder a plain write would do; the shared writer is the one that fsyncs.
+    write_bytes_atomic(path, data)
     return hashlib.sha256(data).hexdigest()
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _sessions_table(sessions: SessionData) -> pa.Table:
@@ -267,27 +258,3 @@ def _json_default(value: object) -> object:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable in the dataset manifest")
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move the complete folder ``new`` to ``target``, replacing an existing ``target`` only now."""
-    if not target.exists():
-        new.rename(target)
-    else:
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        target.rename(old)
-        try:
-            new.rename(target)
-        except BaseException:
-            old.rename(target)  # put the previous dataset back
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    _fsync_dir(target.parent)
