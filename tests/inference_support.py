@@ -3,10 +3,12 @@
 `trained_run` trains HierSRec for a few epochs on a synthetic shop into a temporary run directory, once per
 test process and dataset: the end-to-end tests (recommend, serve, CLI) load it like users do.
 
-`QueryModel` exposes what the inference path uses from HierSRec: ``encode(batch)`` returning an item query
-and category logits, ``item_output_embeddings()``, ``score`` (= query @ embeddings.T, padding -inf) and
-``score_categories``. Item embeddings are their category's embedding plus noise, and the query leans on the
-last click, so the category head points at the last click's category: a structure tests can predict.
+`QueryModel` exposes what the inference path uses from a query model (`QueryRecommender`): ``query(batch)``
+returning an `ItemQuery`, ``score_query``, ``item_output_embeddings()``, ``score`` (= query @ embeddings.T,
+padding -inf), ``score_categories`` and ``candidate_support``. With ``category_offsets`` it adds a term per
+category to every score, as HierSRec's "prior" feed does. Item embeddings are their category's embedding plus
+noise, and the query leans on the last click, so the category head points at the last click's category: a
+structure tests can predict.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import nn
 
 from hiersrec.data.batching import SessionBatch
 from hiersrec.data.prepared import PreparedDataset
+from hiersrec.models.base import ItemQuery, item_query_scores
 
 RUN_MAX_LEN = 7
 _RUNS: dict[int, Path] = {}
@@ -33,7 +36,7 @@ def trained_run(dataset: PreparedDataset) -> Path:
     if id(dataset) not in _RUNS:
         from hiersrec.config import DataConfig, RunConfig
         from hiersrec.models.hiersrec import HierSRecConfig
-        from hiersrec.train.loop import TrainConfig
+        from hiersrec.train.config import TrainConfig
         from hiersrec.train.run import TrainingData, fit_run
 
         model = HierSRecConfig(d_model=16, n_heads=2, d_ff=32, max_len=RUN_MAX_LEN, d_category=8, d_feed=8)
@@ -47,18 +50,12 @@ def trained_run(dataset: PreparedDataset) -> Path:
 
 def trained_recommender(dataset: PreparedDataset):
     """A `Recommender` over `trained_run` with the dataset's training click counts as popularity."""
+    from hiersrec.artifact import load_artifact
     from hiersrec.recommend import Recommender
-    from hiersrec.train.artifact import load_artifact
 
     artifact = load_artifact(trained_run(dataset))
     popularity = dataset.train.item_counts(dataset.catalog.n_items)
     return Recommender(artifact.model, dataset.vocab, dataset.catalog, popularity)
-
-
-@dataclass
-class Query:
-    item_query: torch.Tensor  # (B, D)
-    category_logits: torch.Tensor  # (B, C)
 
 
 @dataclass(frozen=True)
@@ -67,35 +64,52 @@ class QueryModelConfig:
 
 
 class QueryModel(nn.Module):
-    def __init__(self, item_category: np.ndarray, n_categories: int, dim: int = 16, seed: int = 0, max_len: int = 7):
+    def __init__(
+        self,
+        item_category: np.ndarray,
+        n_categories: int,
+        dim: int = 16,
+        seed: int = 0,
+        max_len: int = 7,
+        category_offsets: bool = False,
+    ):
         super().__init__()
+        self.item_category = torch.from_numpy(np.asarray(item_category, dtype=np.int64))
+        self.use_offsets = category_offsets
         generator = torch.Generator().manual_seed(seed)
         self.config = QueryModelConfig(max_len=max_len)
         self.category_embeddings = nn.Parameter(3.0 * torch.randn(n_categories + 1, dim, generator=generator))
         noise = torch.randn(item_category.size, dim, generator=generator)
         self.item_embeddings = nn.Parameter(self.category_embeddings.data[torch.from_numpy(item_category)] + noise)
 
-    def encode(self, batch: SessionBatch) -> Query:
+    @torch.no_grad()
+    def query(self, batch: SessionBatch) -> ItemQuery:
         real = (batch.items > 0).float().unsqueeze(2)  # (B, T, 1)
         embedded = self.item_embeddings[batch.items] * real
         mean = embedded.sum(1) / real.sum(1).clamp(min=1.0)
         query = 0.8 * embedded[:, -1] + 0.2 * mean  # left padding: the last column is the last click
         category_logits = query @ self.category_embeddings.T
         category_logits[:, 0] = float("-inf")
-        return Query(item_query=query, category_logits=category_logits)
+        offsets = 0.5 * category_logits.log_softmax(dim=1).nan_to_num(neginf=0.0) if self.use_offsets else None
+        return ItemQuery(vectors=query, category_logits=category_logits, category_offsets=offsets)
 
     def item_output_embeddings(self) -> torch.Tensor:
         return self.item_embeddings
 
     @torch.no_grad()
+    def score_query(self, query: ItemQuery) -> torch.Tensor:
+        return item_query_scores(query, self.item_output_embeddings().T, self.item_category)
+
+    @torch.no_grad()
     def score(self, batch: SessionBatch) -> torch.Tensor:
-        scores = self.encode(batch).item_query @ self.item_output_embeddings().T
-        scores[:, 0] = float("-inf")
-        return scores
+        return self.score_query(self.query(batch))
 
     @torch.no_grad()
     def score_categories(self, batch: SessionBatch) -> torch.Tensor:
-        return self.encode(batch).category_logits
+        return self.query(batch).category_logits
+
+    def candidate_support(self) -> str | None:
+        return None
 
     def describe(self) -> dict:
         return {"name": "QueryModel"}

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from hiersrec.artifact import FORMAT_VERSION, load_artifact
 from hiersrec.config import load_config
 from hiersrec.data.batching import prefix_batch
 from hiersrec.errors import ArtifactError, ConfigError
-from hiersrec.train.artifact import FORMAT_VERSION, load_artifact
 from hiersrec.train.run import TrainingData, fit_run
 
 FAST = [

@@ -84,4 +84,4 @@ def test_trained_run_full_ranking_and_candidates(tmp_path, capsys):
     code, _, err = run_cli(["evaluate", str(run), "--data", "synthetic"], capsys)
     assert code == ExitStatus.ARTIFACT_ERROR and "vocabulary" in err
     code, _, err = run_cli(["evaluate", "-m", "pop", "--candidates", "4%"], capsys)
-    assert code == ExitStatus.CONFIG_ERROR and "--candidates needs a trained RUN" in err
+    assert code == ExitStatus.CONFIG_ERROR and "--candidates needs a RUN" in err

@@ -161,7 +161,7 @@ def test_cli_usage_errors_have_exit_codes(run_dir, capsys, args, status, message
 
 def test_cli_missing_run_is_an_artifact_error(tmp_path, capsys):
     code, _, err = _run(["recommend", str(tmp_path / "nothing"), "--session", "i1"], capsys)
-    assert code == ExitStatus.ARTIFACT_ERROR and "meta.json" in err
+    assert code == ExitStatus.ARTIFACT_ERROR and "no such run directory" in err and "--resume" not in err
 
 
 def test_cli_bad_input_file_is_a_data_error(run_dir, tmp_path, capsys):

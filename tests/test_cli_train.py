@@ -40,7 +40,7 @@ def test_train_then_evaluate_on_test(prepared, tmp_path, capsys):
     assert code == 0, err
     report = json.loads(stdout)
     assert report["extra"]["split"] == "test" and report["extra"]["validation_split"]["split"] == "train_tail"
-    assert report["model"]["name"] == "HierSRec" and 0 < report["metrics"]["hr@20"] <= 1
+    assert report["model"]["name"] == "hiersrec" and 0 < report["metrics"]["hr@20"] <= 1
 
 
 def test_resume_finishes_an_interrupted_run(prepared, tmp_path, capsys):

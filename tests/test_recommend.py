@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from hiersrec.artifact import FORMAT_VERSION
 from hiersrec.data.batching import make_batch, prefix_batch
 from hiersrec.errors import DataError
 from hiersrec.recommend import Recommender
@@ -84,8 +85,8 @@ def test_from_artifact_loads_the_run(shop, model):
     recommender = Recommender.from_artifact(trained_run(shop))
     assert recommender.max_len == MAX_LEN and recommender.supports_candidates
     info = recommender.describe()
-    assert info["model"]["name"] == "HierSRec" and info["config"]["model"]["d_model"] == 16
-    assert "valid" in info["metrics"] and info["meta"]["format_version"] == 1
+    assert info["model"]["name"] == "hiersrec" and info["config"]["model"]["d_model"] == 16
+    assert "valid" in info["metrics"] and info["meta"]["format_version"] == FORMAT_VERSION
     session = _raw(shop, [4, 5, 6])
     direct = Recommender(model, shop.vocab, shop.catalog).recommend(session, k=5)
     assert recommender.recommend(session, k=5) == direct

@@ -49,7 +49,7 @@ def test_the_run_directory_is_loaded_once_at_start_up(tiny_shop, monkeypatch):
         info = run_client.get("/model").json()
         empty = run_client.post("/recommend", json={"sessions": [{"items": []}]}).json()["results"][0]
     assert loads == [trained_run(tiny_shop)]
-    assert info["name"] == "HierSRec" and info["config"]["model"]["max_len"] == MAX_LEN
+    assert info["name"] == "hiersrec" and info["config"]["model"]["max_len"] == MAX_LEN
     assert "valid" in info["metrics"] and info["candidate_budgets"] is True
     # The run saved its training click counts: an empty session gets the labelled popularity fallback.
     assert empty["fallback"] == "popularity" and len(empty["items"]) == 20 and empty["unknown_items"] == []
@@ -221,7 +221,7 @@ def test_candidate_budget_on_a_model_without_a_category_head_is_a_422(tiny_shop)
 def test_health_model_and_openapi(client):
     assert client.get("/health").json() == {"status": "ok", "n_items": 37}
     info = client.get("/model").json()
-    assert info["name"] == "HierSRec" and info["candidate_budgets"] is True and "version" in info
+    assert info["name"] == "hiersrec" and info["candidate_budgets"] is True and "version" in info
     schema = client.get("/openapi.json").json()
     assert {"/recommend", "/health", "/model"} <= set(schema["paths"])
     assert "RecommendRequest" in schema["components"]["schemas"]

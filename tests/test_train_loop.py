@@ -12,7 +12,8 @@ from hiersrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
 from hiersrec.errors import ArtifactError, ConfigError, TrainingDivergedError
 from hiersrec.eval.protocol import evaluate
 from hiersrec.train.batches import SessionWindows
-from hiersrec.train.loop import TrainConfig, train
+from hiersrec.train.config import TrainConfig
+from hiersrec.train.loop import train
 from hiersrec.train.optim import lr_factor, parameter_groups
 from hiersrec.train.validate import validation_metrics
 from hiersrec_support import MAX_LEN
@@ -55,7 +56,7 @@ def test_whole_session_rows_train_on_exactly_the_prefix_cases(tiny_shop):
     order = np.argsort(np.concatenate(targets))
     positions = np.concatenate(targets)[order]
     assert positions.tolist() == sessions.target_positions().tolist()
-    expected = model.encode(prefix_batch(sessions, tiny_shop.catalog, positions, MAX_LEN)).item_query
+    expected = model.query(prefix_batch(sessions, tiny_shop.catalog, positions, MAX_LEN)).vectors
     torch.testing.assert_close(torch.cat(queries)[torch.from_numpy(order)], expected, rtol=1e-5, atol=1e-5)
 
 

@@ -18,7 +18,8 @@ def test_tuning_finds_the_rule_length_that_fits_a_first_order_chain(tiny_shop):
     )
     assert result.best_params == {**default_params("sr"), "steps": 1, "weighting": "same"}
     assert result.best_score == max(row["metric"] for row in result.trials)
-    assert [row["params"] for row in result.trials][0] == default_params("sr")  # trial 0: the defaults
+    # Trial 0: the defaults, with the value the space fixes (weighting) put in.
+    assert [row["params"] for row in result.trials][0] == {**default_params("sr"), "weighting": "same"}
     assert len(result.trials) == 3 and result.metric == "mrr@20"
 
 

@@ -1,9 +1,11 @@
 """Run configuration: strict TOML (``[data]``, ``[model]``, ``[train]``) -> frozen dataclasses.
 
-Defaults live in the dataclasses next to the code they configure (`HierSRecConfig`, `TrainConfig`,
-`DataConfig`); a file and ``--set section.key=value`` overrides only change them. Unknown keys, wrong
-types and inconsistent values raise `ConfigError` (with a close-match suggestion for typos) before
-anything is trained.
+``[model]`` names any registered model (``name = "hiersrec"``, the default, or ``"vstan"``...) and sets its
+hyperparameters: a neural model's config dataclass (`HierSRecConfig`), or a fitted model's constructor
+arguments (`FittedModelConfig`). Defaults live next to the code they configure (`HierSRecConfig`,
+`TrainConfig`, `DataConfig`, the models' constructors); a file and ``--set section.key=value`` overrides
+only change them. Unknown keys, wrong types and inconsistent values raise `ConfigError` (with a
+close-match suggestion for typos) before anything is trained or fitted.
 
 Example:
     >>> cfg = load_config(overrides=["train.lr=3e-4", "model.d_model=32"])
@@ -24,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from hiersrec.errors import ConfigError
+from hiersrec.models import is_neural, model_class, model_name_of, parameter_types
 from hiersrec.models.hiersrec import HierSRecConfig
-from hiersrec.train.loop import TrainConfig
+from hiersrec.train.config import TrainConfig
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"  # shipped with the package (package data)
 
@@ -44,28 +47,62 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class FittedModelConfig:
+    """The ``[model]`` table of a fitted (non-neural) model: its registry name and constructor arguments."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if is_neural(self.name):
+            raise ConfigError(f"model {self.name!r} is configured by {model_class(self.name).config_class.__name__}")
+
+
+ModelConfig = HierSRecConfig | FittedModelConfig
+
+
+@dataclass(frozen=True)
 class RunConfig:
-    """Everything a training run is configured by (written to the run directory as ``config.json``)."""
+    """Everything a run is configured by (written to the run directory as ``config.json``).
+
+    ``train`` applies to neural models only; a fitted model ignores it.
+    """
 
     data: DataConfig = field(default_factory=DataConfig)
-    model: HierSRecConfig = field(default_factory=HierSRecConfig)
+    model: ModelConfig = field(default_factory=HierSRecConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def model_name(self) -> str:
+        """Registry name of the configured model."""
+        if isinstance(self.model, FittedModelConfig):
+            return self.model.name
+        return model_name_of(type(self.model))
+
+    @property
+    def model_params(self) -> dict[str, Any]:
+        """The model's hyperparameters as plain data."""
+        return dict(self.model.params) if isinstance(self.model, FittedModelConfig) else asdict(self.model)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready nested dictionary (``model.name`` included)."""
         return {
             "data": asdict(self.data),
-            "model": {"name": "hiersrec", **asdict(self.model)},
+            "model": {"name": self.model_name, **self.model_params},
             "train": asdict(self.train),
         }
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": HierSRecConfig, "train": TrainConfig}
-MODEL_NAMES = ("hiersrec",)
+DEFAULT_MODEL = "hiersrec"
 
 
 def load_config(
-    path: str | Path | None = None, overrides: Sequence[str] = (), *, preset: str | None = None
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    preset: str | None = None,
+    model: str | None = None,
 ) -> RunConfig:
     """Read a TOML run file (or a preset, a run's ``config.json``, or the defaults) and apply overrides.
 
@@ -74,6 +111,8 @@ def load_config(
             ``config.json`` of a run directory (to continue or repeat that run).
         overrides: ``"train.lr=3e-4"``-style assignments, parsed with the field's type.
         preset: name of a preset shipped in ``hiersrec/presets/`` (``"diginetica_hiersrec"``).
+        model: the registered model to configure (default: the file's ``model.name``, else ``"hiersrec"``);
+            a file that configures another model is an error.
 
     Raises:
         ConfigError: unreadable file, unknown section or key, wrong type, inconsistent values.
@@ -87,8 +126,13 @@ def load_config(
         raw = _read_json(Path(path))
     elif path is not None:
         raw = _read_toml(Path(path))
+    if model is not None:
+        configured = raw.get("model", {}).get("name", DEFAULT_MODEL) if isinstance(raw.get("model"), dict) else None
+        if path is not None and configured != model:
+            raise ConfigError(f"{path} configures model {configured!r}, not {model!r}; drop --model or the file")
+        raw.setdefault("model", {})["name"] = model
     for assignment in overrides:
-        section, key, value = _parse_override(assignment)
+        section, key, value = parse_assignment(assignment, "SECTION.KEY=VALUE, e.g. train.lr=3e-4")
         raw.setdefault(section, {})[key] = value
     return config_from_dict(raw, source=str(path) if path else "defaults")
 
@@ -102,14 +146,30 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
         if not isinstance(raw.get(name, {}), dict):
             raise ConfigError(f"{source}: [{name}] must be a table")
         if name == "model":
-            model_name = values.pop("name", "hiersrec")
-            if model_name not in MODEL_NAMES:
-                raise ConfigError(f"{source}: model.name = {model_name!r}; this trainer knows {list(MODEL_NAMES)}")
+            sections[name] = _model_config(values, source)
+            continue
         hints = typing.get_type_hints(cls)
         _check_keys(values, hints, source, what=f"key in [{name}]")
         typed = {key: _coerce(value, hints[key], f"{source}: {name}.{key}") for key, value in values.items()}
         sections[name] = cls(**typed)
     return RunConfig(**sections)
+
+
+def _model_config(values: dict[str, Any], source: str) -> ModelConfig:
+    # [model] of any registered model: its name picks the class, whose hyperparameters are checked strictly.
+    model_name = values.pop("name", DEFAULT_MODEL)
+    if not isinstance(model_name, str):
+        raise ConfigError(f"{source}: model.name must be a string, got {model_name!r}")
+    try:
+        cls = model_class(model_name)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: model.name: {error}") from None
+    hints = parameter_types(model_name)
+    _check_keys(values, hints, source, what=f"key in [model] of {model_name!r}")
+    typed = {key: _coerce(value, hints[key], f"{source}: model.{key}") for key, value in values.items()}
+    if is_neural(model_name):
+        return cls.config_class(**typed)
+    return FittedModelConfig(name=model_name, params=typed)
 
 
 def preset_path(name: str) -> Path:
@@ -143,12 +203,21 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not a readable JSON config ({error})") from error
 
 
-def _parse_override(assignment: str) -> tuple[str, str, str]:
+def parse_assignment(assignment: str, expected: str) -> tuple[str, str, str]:
+    """Split a ``--set`` option ``"PREFIX.KEY=VALUE"`` into its three parts (the value stays text).
+
+    Args:
+        assignment: the option's text.
+        expected: the form to show in the error, e.g. ``"SECTION.KEY=VALUE, e.g. train.lr=3e-4"``.
+
+    Raises:
+        ConfigError: no ``=`` or no ``.`` before it.
+    """
     key, sep, value = assignment.partition("=")
-    section, dot, name = key.strip().partition(".")
-    if not sep or not dot or not name:
-        raise ConfigError(f"--set {assignment!r}: expected SECTION.KEY=VALUE, e.g. train.lr=3e-4")
-    return section, name, value.strip()
+    prefix, dot, name = key.strip().partition(".")
+    if not sep or not dot or not prefix or not name:
+        raise ConfigError(f"--set {assignment!r}: expected {expected}")
+    return prefix, name.strip(), value.strip()
 
 
 def _check_keys(values: dict[str, Any], known: typing.Mapping[str, Any], source: str, what: str) -> None:
@@ -173,7 +242,11 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a list, got {value!r}")
         return tuple(_coerce(item, args[0], where) for item in items)
     if origin is types.UnionType:
-        raise AssertionError(f"{where}: union-typed config fields are not supported")
+        others = [arg for arg in args if arg is not type(None)]
+        assert len(others) == 1 and len(args) == 2, f"{where}: only `X | None` unions are supported"
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+            return None
+        return _coerce(value, others[0], where)
     if annotation is bool:
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"

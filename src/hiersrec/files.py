@@ -38,6 +38,8 @@ def write_with_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
     """
     with replacing_file(path) as partial:
         write(partial)
+        with open(partial, "rb") as written:
+            os.fsync(written.fileno())
 
 
 @contextmanager

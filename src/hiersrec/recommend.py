@@ -7,13 +7,13 @@ vocabulary and catalogue. It is stateless: a recommendation is a pure function o
 * A session with no known click gets an explicit, labelled fallback: the most popular items (``"popularity"``),
   or nothing (``"empty"``) when no item popularity was given.
 * Sessions longer than the model's ``max_len`` keep their most recent clicks (as in training and evaluation).
-* Scores are the model's own ``score`` (the evaluated scores); equal scores are ordered by ascending item index.
-  For HierSRec they are computed as ``encode(batch).item_query @ item_output_embeddings().T`` with the item
-  embeddings computed once: a `Recommender` serves the weights it was built with.
+* Scores are the model's own ``score`` (the evaluated scores), whatever the model; equal scores are ordered by
+  ascending item index.
 * A session scores the same alone or in a batch (up to float rounding in the last digits).
-* With a candidate budget (HierSRec only), only the items of the categories it selects from the predicted
-  category distribution (`hiersrec.retrieval.category.select_categories`) are ranked, through
-  `hiersrec.retrieval.index.CategoryIndex`.
+* With a candidate budget (models that `hiersrec.models.base.candidate_support` accepts: HierSRec, every
+  category feed), only the items of the categories selected from the predicted category distribution
+  (`hiersrec.retrieval.category.select_categories`) are ranked, through
+  `hiersrec.retrieval.index.CategoryIndex`, with the model's own scores (`ItemQuery`).
 """
 
 from __future__ import annotations
@@ -27,13 +27,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from hiersrec.artifact import load_artifact
 from hiersrec.data.batching import left_pad, make_batch
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.vocab import Vocab
 from hiersrec.errors import DataError
 from hiersrec.eval.protocol import describe_model
+from hiersrec.models.base import candidate_support
 from hiersrec.retrieval.category import CandidateBudget, select_categories
-from hiersrec.retrieval.index import NEG_INF, CategoryIndex, candidate_support, top_k
+from hiersrec.retrieval.index import NEG_INF, CategoryIndex, top_k
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ class Recommender:
 
     Args:
         model: any object with ``score(batch) -> (B, V)``; a model that
-            `hiersrec.retrieval.index.candidate_support` accepts (HierSRec) also supports candidate budgets.
+            `hiersrec.models.base.candidate_support` accepts (HierSRec) also supports candidate budgets.
         vocab: raw id <-> index maps of the model's training data.
         catalog: item categories of the same data.
         popularity: (V,) training click count of each item index, for sessions with no known click; without
@@ -110,29 +112,23 @@ class Recommender:
         if popularity is None:
             logger.info("no item popularity given: sessions without a known click get no recommendation")
         self._no_candidates_reason = candidate_support(model)
-        # (D', V) item output embeddings, computed once (HierSRec recomputes them), stored column per item: a
-        # serving-size product (B << V) reads this layout about twice as fast as the (V, D') matrix's transpose.
-        self._item_columns = None
         self._index = None
         if self._no_candidates_reason is None:
             with torch.inference_mode():
-                self._item_columns = model.item_output_embeddings().detach().float().T.contiguous()
-            self._index = CategoryIndex.from_catalog(self._item_columns.T, catalog)
+                self._index = CategoryIndex.from_catalog(model.item_output_embeddings().detach().float(), catalog)
 
     @classmethod
     def from_artifact(cls, run_dir: str | Path, **kwargs: Any) -> Recommender:
-        """Load a trained run directory (`hiersrec.train.artifact.load_artifact`) once, ready to recommend."""
-        from hiersrec.train.artifact import load_artifact
-
+        """Load a run directory of any model (`hiersrec.artifact.load_artifact`) once, ready to recommend."""
         artifact = load_artifact(Path(run_dir))
-        config = artifact.config.to_dict() if hasattr(artifact.config, "to_dict") else dict(artifact.config)
+        config = artifact.config.to_dict()
         metadata = {"run": str(run_dir), "config": config, "meta": artifact.meta, "metrics": artifact.metrics}
         popularity = artifact.item_popularity  # training click counts (None for runs saved without them)
         return cls(artifact.model, artifact.vocab, artifact.catalog, popularity, metadata=metadata, **kwargs)
 
     @property
     def supports_candidates(self) -> bool:
-        """True when the model can rank category candidates only (it has a category head and item queries)."""
+        """True when the model can rank category candidates only (the model says so: `candidate_support`)."""
         return self._index is not None
 
     def recommend(
@@ -239,15 +235,11 @@ class Recommender:
         items, lengths = left_pad(sessions, self.max_len)
         batch = make_batch(items, lengths, self.catalog)
         exclude = _padded(excluded)
-        if self._item_columns is None:
+        if budget is None:
             return top_k(self._mask(self.model.score(batch).float(), exclude, allowed), k)
-        query = self.model.encode(batch)
-        if budget is not None:
-            selected = select_categories(query.category_logits, self._index.sizes, budget, allowed)
-            return self._index.search(query.item_query, k, selected=selected, exclude=exclude)
-        # The model's score(), without recomputing every item's output embedding for each request.
-        scores = query.item_query.float() @ self._item_columns  # (B, V)
-        return top_k(self._mask(scores, exclude, allowed), k)
+        query = self.model.query(batch)
+        selected = select_categories(query.category_logits, self._index.sizes, budget, allowed)
+        return self._index.search(query, k, selected=selected, exclude=exclude)
 
     def _rank_popular(self, excluded, k, allowed):
         if self._popularity is None:

@@ -100,7 +100,9 @@ def tune_baseline(
     head, tail = train.split_tail(valid_fraction)
     if max_valid_sessions is not None:
         tail = tail.subset(np.arange(min(max_valid_sessions, tail.n_sessions)))
-    candidates = _draw_configurations(space, default_params(name), n_trials, np.random.default_rng(seed))
+    # Trial 0 is the defaults, with the values the space holds fixed (a single choice) put in.
+    base = {**default_params(name), **{key: values[0] for key, values in space.items() if len(values) == 1}}
+    candidates = _draw_configurations(space, base, n_trials, np.random.default_rng(seed))
 
     trials: list[dict[str, Any]] = []
     for number, params in enumerate(tqdm(candidates, desc=f"tune {name}", disable=not show_progress)):

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from hiersrec.data.batching import left_pad, make_batch, prefix_batch
 from hiersrec.errors import ConfigError, DataError
-from hiersrec.models.hiersrec import HierSRec, HierSRecConfig, HierSRecQuery, ItemFeatures
+from hiersrec.models.base import ItemQuery
+from hiersrec.models.hiersrec import HierSRec, HierSRecConfig, ItemFeatures
 from hiersrec_support import MAX_LEN, build_model
 
 FEEDS = ("concat", "expected", "factorised", "prior", "none")
@@ -68,18 +69,34 @@ def test_prefix_scores_equal_the_whole_session_output_at_that_position(tiny_shop
 
 @pytest.mark.parametrize("n_layers", [1, 3])
 def test_inference_computes_the_last_block_at_the_last_click_only_with_the_same_result(tiny_shop, sessions, n_layers):
-    # encode() runs the last block at each row's last click alone (`_Block.forward_at`); forward() runs it
+    # query() runs the last block at each row's last click alone (`_Block.forward_at`); forward() runs it
     # everywhere. One layer: no full block before; three: two.
     model = build(tiny_shop.catalog, n_layers=n_layers)
     data = type(tiny_shop.train).from_lists([s.tolist() for s in sessions])
-    query = model.encode(prefix_batch(data, tiny_shop.catalog, data.target_positions(), MAX_LEN))
+    query = model.query(prefix_batch(data, tiny_shop.catalog, data.target_positions(), MAX_LEN))
     out = model(whole_batch(sessions, tiny_shop.catalog))
-    torch.testing.assert_close(query.item_query, out.item_query.detach().float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(query.vectors, out.item_query.detach().float(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(query.category_logits, out.category_logits.detach(), rtol=1e-5, atol=1e-5)
 
 
+def _query_of_output(model, out):
+    logits = out.category_logits.detach()
+    feed = model.category_feed
+    return ItemQuery(out.item_query.detach(), logits, feed.category_offsets(logits), feed.normalises_within_category)
+
+
 def _scores_from_output(model, out):
-    return model.score_query(HierSRecQuery(out.item_query.detach(), out.category_logits.detach()))
+    return model.score_query(_query_of_output(model, out))
+
+
+@pytest.mark.parametrize("feed", ["concat", "expected", "factorised", "prior", "none"])
+def test_chunked_loss_equals_the_readable_reference_loss(tiny_shop, sessions, feed):
+    # The training kernel and the loss written plainly in the model file agree, for every category feed.
+    model = build(tiny_shop.catalog, category_feed=feed)  # perturbed: heads are not trivial
+    out = model(whole_batch(sessions, tiny_shop.catalog))
+    with torch.no_grad():
+        reference = model.reference_item_loss(_query_of_output(model, out), out.target_items)
+    torch.testing.assert_close(out.item_loss.detach(), reference, rtol=1e-5, atol=1e-5)
 
 
 def test_prefix_categories_equal_the_whole_session_output(tiny_shop, sessions):
@@ -127,10 +144,10 @@ def test_factorised_loss_is_the_nll_of_the_factorised_distribution(tiny_shop, se
 def test_score_is_query_times_output_embeddings(tiny_shop, sessions, feed, output):
     model = build(tiny_shop.catalog, category_feed=feed, output_embedding=output, item_bias=True, score_scale=7.0)
     batch = whole_batch(sessions, tiny_shop.catalog)
-    query = model.encode(batch)
+    query = model.query(batch)
     table = model.item_output_embeddings()
-    assert query.item_query.shape == (5, 17) and table.shape == (38, 17)  # D + 1 bias dimension
-    expected = query.item_query @ table.T
+    assert query.vectors.shape == (5, 17) and table.shape == (38, 17)  # D + 1 bias dimension
+    expected = query.vectors @ table.T
     scores = model.score(batch)
     assert scores.dtype == torch.float32 and scores.shape == (5, 38)
     assert torch.isneginf(scores[:, 0]).all()
@@ -254,11 +271,11 @@ def test_inference_item_tables_are_cached_and_invalidated_by_weight_changes():
 def test_prior_feed_loss_is_the_cross_entropy_of_its_scores(tiny_shop, sessions):
     model = build(tiny_shop.catalog, category_feed="prior")
     with torch.no_grad():
-        model.prior_weight.fill_(0.7)
+        model.category_feed.prior_weight.fill_(0.7)
     out = model(whole_batch(sessions, tiny_shop.catalog))
     scores = _scores_from_output(model, out)
     torch.testing.assert_close(
         out.item_loss, F.cross_entropy(scores[:, 1:], out.target_items - 1), rtol=1e-5, atol=1e-5
     )
     out.loss.backward()
-    assert model.prior_weight.grad is not None and model.prior_weight.grad.abs() > 0
+    assert model.category_feed.prior_weight.grad is not None and model.category_feed.prior_weight.grad.abs() > 0

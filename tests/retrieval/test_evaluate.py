@@ -88,7 +88,7 @@ def test_full_budget_reproduces_the_evaluator(tiny_shop, query_model):
 
 
 def test_a_trained_hiersrec_run_full_budget_equals_its_evaluation(tiny_shop):
-    from hiersrec.train.artifact import load_artifact
+    from hiersrec.artifact import load_artifact
     from inference_support import RUN_MAX_LEN, trained_run
 
     model = load_artifact(trained_run(tiny_shop)).model

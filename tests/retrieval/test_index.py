@@ -160,14 +160,35 @@ def test_no_category_chosen_gives_only_padding(world, strategy):
         assert ids.eq(0).all() and scores.eq(NEG).all() and ids.shape[1] == 4
 
 
-def test_candidate_support_names_what_is_missing():
-    from types import SimpleNamespace
-
-    from hiersrec.retrieval.index import candidate_support
+def test_candidate_support_is_the_models_answer():
+    from hiersrec.models import make_baseline
+    from hiersrec.models.base import candidate_support
     from inference_support import QueryModel
 
     assert candidate_support(QueryModel(np.array([0, 1, 2]), 2)) is None
     assert "can only rank every item" in candidate_support(object())
-    factorised = QueryModel(np.array([0, 1, 2]), 2)
-    factorised.config = SimpleNamespace(category_feed="factorised", max_len=7)
-    assert "factorised" in candidate_support(factorised)
+    assert "can only rank every item" in candidate_support(make_baseline("vstan"))
+
+
+@pytest.mark.parametrize("strategy", ["blocks", "dense"])
+@pytest.mark.parametrize("normalise", [False, True])
+def test_item_query_terms_make_candidates_score_as_full_ranking(world, strategy, normalise):
+    # Per-category offsets and within-category normalisation (HierSRec's "prior" and "factorised" feeds):
+    # the candidates' scores are the full-ranking scores of the same items, for one query and for a batch.
+    from hiersrec.models.base import ItemQuery, item_query_scores
+
+    item_category, embeddings, queries, category_scores = world
+    index = CategoryIndex(embeddings, CategoryLayout.from_item_category(item_category, N_CATEGORIES))
+    selected = select_categories(category_scores, index.sizes, CandidateBudget(fraction=0.3))
+    generator = torch.Generator().manual_seed(5)
+    offsets = torch.randn(queries.shape[0], N_CATEGORIES + 1, generator=generator)
+    query = ItemQuery(queries, torch.zeros_like(offsets), offsets, normalise)
+    full = item_query_scores(query, embeddings.T, torch.from_numpy(item_category))
+    for rows in (slice(0, None), slice(0, 1)):
+        ids, scores = index.search(query.rows(rows), 5, selected=selected[rows], strategy=strategy)
+        expected = full[rows].gather(1, ids)
+        real = ids > 0
+        torch.testing.assert_close(scores[real], expected[real], rtol=1e-5, atol=1e-5)
+        masked = full[rows].masked_fill(~selected[rows][:, torch.from_numpy(item_category)], NEG)
+        reference_ids, _ = top_k(masked, 5)
+        assert torch.equal(ids[real], reference_ids[real])

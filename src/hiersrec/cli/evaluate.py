@@ -10,19 +10,26 @@ from typing import Annotated, Any
 
 import typer
 
+from hiersrec.artifact import Artifact, check_compatible, load_artifact
+from hiersrec.config import parse_assignment
 from hiersrec.data.ingest import open_dataset
 from hiersrec.data.prepared import PreparedDataset
-from hiersrec.errors import ArtifactError, ConfigError
+from hiersrec.errors import ConfigError
 from hiersrec.eval.protocol import DEFAULT_KS, PROTOCOLS, EvalReport, format_table
 from hiersrec.eval.protocol import evaluate as run_evaluation
+from hiersrec.models import baseline_class, make_baseline, search_space
+from hiersrec.models.base import candidate_support
 from hiersrec.provenance import provenance
+from hiersrec.recommend import DEFAULT_MAX_LEN
+from hiersrec.retrieval.evaluate import evaluate_candidates, format_candidate_table
+from hiersrec.tuning import tune_baseline
 
 logger = logging.getLogger(__name__)
 
 
 def evaluate(
     run: Annotated[
-        Path | None, typer.Argument(help="A trained run directory (omit to evaluate baselines with --model).")
+        Path | None, typer.Argument(help="A run directory of any model (omit to fit baselines here with --model).")
     ] = None,
     data: Annotated[str, typer.Option(help="Prepared dataset dir, SR-GNN TSV folder, or 'synthetic'.")] = "synthetic",
     model: Annotated[
@@ -57,7 +64,7 @@ def evaluate(
     if (run is None) == (not model):
         raise ConfigError("give either a trained RUN directory or at least one --model baseline, not both")
     if candidates and run is None:
-        raise ConfigError("--candidates needs a trained RUN with a category head (HierSRec), not --model baselines")
+        raise ConfigError("--candidates needs a RUN directory of a model with a category head (HierSRec)")
     dataset = open_dataset(data)
     protocol = dataset.default_protocol if protocol == "auto" else protocol
     if protocol not in PROTOCOLS:
@@ -103,33 +110,25 @@ def _split(dataset: PreparedDataset, split: str):
     raise ConfigError(f"unknown split {split!r}; use 'test' or 'valid'")
 
 
-def _load_checked_run(run: Path, dataset: PreparedDataset):
-    from hiersrec.train.artifact import load_artifact
-
+def _load_checked_run(run: Path, dataset: PreparedDataset) -> Artifact:
     artifact = load_artifact(run)
-    trained_on = artifact.meta.get("data_fingerprint")
-    fingerprint = dataset.provenance.get("fingerprint")
-    if trained_on and fingerprint and trained_on != fingerprint:
-        raise ArtifactError(
-            f"{run} was trained on data with fingerprint {trained_on}, but --data has {fingerprint}; "
-            "evaluate on the dataset the run was trained on"
-        )
-    if artifact.vocab.item_ids != dataset.vocab.item_ids:
-        raise ArtifactError(f"{run}: the run's item vocabulary differs from the dataset's; wrong --data?")
+    check_compatible(artifact, dataset, run)
     return artifact
 
 
 def _evaluate_run(run: Path, dataset: PreparedDataset, sessions, split: str, options: dict[str, Any]) -> EvalReport:
     artifact = _load_checked_run(run, dataset)
-    report = run_evaluation(artifact.model, sessions, dataset.catalog, max_len=artifact.model.config.max_len, **options)
+    max_len = artifact.max_len or DEFAULT_MAX_LEN
+    report = run_evaluation(artifact.model, sessions, dataset.catalog, max_len=max_len, **options)
     report.extra["validation_split"] = artifact.meta.get("validation_split")
     return report
 
 
 def _evaluate_candidates(run, dataset, sessions, budgets, options, output, as_json) -> None:
-    from hiersrec.retrieval.evaluate import evaluate_candidates, format_candidate_table
-
     artifact = _load_checked_run(run, dataset)
+    reason = candidate_support(artifact.model)
+    if reason is not None:
+        raise ConfigError(f"--candidates: {run} cannot rank candidates: {reason}")
     report = evaluate_candidates(
         artifact.model,
         sessions,
@@ -139,7 +138,7 @@ def _evaluate_candidates(run, dataset, sessions, budgets, options, output, as_js
         protocol=options["protocol"],
         ties=options["ties"],
         batch_size=options["batch_size"],
-        max_len=artifact.model.config.max_len,
+        max_len=artifact.max_len or DEFAULT_MAX_LEN,
         show_progress=options["show_progress"],
     )
     payload = {**report.to_dict(), "extra": {"dataset": dataset.name, **provenance()}}
@@ -150,9 +149,6 @@ def _evaluate_candidates(run, dataset, sessions, budgets, options, output, as_js
 
 
 def _evaluate_baseline(name, params, tune_trials, dataset, fit_sessions, sessions, options) -> EvalReport:
-    from hiersrec.models import baseline_class, make_baseline, search_space
-    from hiersrec.tuning import tune_baseline
-
     if tune_trials:
         # Tuning sees only the sessions the model is fitted on and splits off their validation tail itself.
         # Values given with --set are held fixed; the rest of the space is searched.
@@ -179,10 +175,7 @@ def _evaluate_baseline(name, params, tune_trials, dataset, fit_sessions, session
 def _parse_params(assignments: list[str], models: list[str]) -> dict[str, dict[str, Any]]:
     parsed: dict[str, dict[str, Any]] = {}
     for assignment in assignments:
-        key, sep, raw = assignment.partition("=")
-        name, dot, field = key.partition(".")
-        if not sep or not dot or not field:
-            raise ConfigError(f"--set {assignment!r}: expected MODEL.PARAM=VALUE, e.g. sknn.k=200")
+        name, field, raw = parse_assignment(assignment, "MODEL.PARAM=VALUE, e.g. sknn.k=200")
         if name not in models:
             raise ConfigError(f"--set {assignment!r}: {name!r} is not among the --model options {models}")
         parsed.setdefault(name, {})[field] = _parse_value(raw)

@@ -1,4 +1,10 @@
-"""``hiersrec train``: train HierSRec from a preset or a TOML file, with typed overrides, into a run directory."""
+"""``hiersrec train``: train or fit any registered model into a run directory (presets, TOML, typed overrides).
+
+A neural model (HierSRec) is trained with early stopping on the validation split; a fitted model (VSTAN,
+the kNN family, rules, popularity) is fitted on all training sessions, optionally after ``--tune-trials``
+random-search trials on the validation tail. The run directory is then evaluated, recommended from and
+served the same way whatever the model.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,8 @@ import typer
 from hiersrec.config import load_config
 from hiersrec.data.ingest import open_dataset
 from hiersrec.errors import ConfigError
+from hiersrec.models import MODELS, is_neural
+from hiersrec.train.run import TrainingData, fit_run
 
 
 def train(
@@ -25,39 +33,60 @@ def train(
     preset: Annotated[
         str | None, typer.Option(help="A shipped preset, e.g. diginetica_hiersrec (instead of --config).")
     ] = None,
-    overrides: Annotated[
-        list[str] | None, typer.Option("--set", help="Override, e.g. train.lr=3e-4 or model.d_model=128; repeatable.")
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help=f"Model to train or fit (default: the config's model.name, else hiersrec): {', '.join(MODELS)}.",
+        ),
     ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override, e.g. train.lr=3e-4, model.d_model=128 or model.k=200; repeatable."),
+    ] = None,
+    tune_trials: Annotated[
+        int, typer.Option(min=0, help="Fitted models: random-search trials on the validation tail before fitting.")
+    ] = 0,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run in --out (with its saved configuration).")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
-    """Train HierSRec on DATA's train split; early stopping on its validation split (never the test split)."""
-    from hiersrec.train.run import TrainingData, fit_run
-
+    """Train or fit a model on DATA's training sessions; selection on its validation split (never test)."""
     if resume and config is None and preset is None:
         config = out / "config.json"  # continue the run with the configuration it was started with
-    run_config = load_config(config, overrides or [], preset=preset)  # all config errors before any data is read
+    # All configuration errors come before any data is read.
+    run_config = load_config(config, overrides or [], preset=preset, model=model)
     source = data or run_config.data.path
     if not source:
         raise ConfigError("no dataset: pass --data (a prepared folder, an SR-GNN folder or 'synthetic')")
     if as_json and run_config.train.show_progress:
-        run_config = load_config(config, [*(overrides or []), "train.show_progress=false"], preset=preset)
+        run_config = load_config(config, [*(overrides or []), "train.show_progress=false"], preset=preset, model=model)
+    if tune_trials and is_neural(run_config.model_name):
+        raise ConfigError(
+            f"--tune-trials is for fitted models; {run_config.model_name!r} is selected by early stopping"
+        )
     training_data = TrainingData.from_prepared(open_dataset(source), run_config.data.valid_fraction)
-    artifact, result = fit_run(run_config, training_data, out, resume=resume)
+    artifact, _ = fit_run(
+        run_config, training_data, out, resume=resume, tune_trials=tune_trials, show_progress=not as_json
+    )
     summary = {
         "run": str(out),
+        "model": run_config.model_name,
         "dataset": training_data.name,
-        "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history),
         "validation_split": training_data.validation,
-        "valid": result.best_metrics,
-        "mean_epoch_seconds": artifact.metrics["mean_epoch_seconds"],
+        **artifact.metrics,
     }
     if as_json:
         typer.echo(json.dumps(summary))
         return
-    metrics = "  ".join(f"{name}={100 * value:.2f}" for name, value in result.best_metrics.items())
-    typer.echo(f"{out}: best epoch {result.best_epoch} of {len(result.history)}; validation {metrics}")
+    valid = artifact.metrics.get("valid") or {}
+    metrics = "  ".join(f"{name}={100 * value:.2f}" for name, value in valid.items())
+    if is_neural(run_config.model_name):
+        epochs = f"best epoch {artifact.metrics['best_epoch']} of {artifact.metrics['epochs_run']}"
+        typer.echo(f"{out}: {run_config.model_name}, {epochs}; validation {metrics}")
+    else:
+        tuned = f"tuned over {tune_trials} trials (validation {metrics}), " if tune_trials else ""
+        typer.echo(f"{out}: {run_config.model_name} {tuned}fitted on all training sessions")
     typer.echo(f"evaluate on test once with: hiersrec evaluate {out} --data {source}")

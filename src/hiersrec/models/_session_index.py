@@ -30,7 +30,7 @@ import torch
 
 from hiersrec.data.batching import SessionBatch
 from hiersrec.data.sessions import SessionData
-from hiersrec.models.base import mask_padding
+from hiersrec.models.base import mask_padding, register_state_type
 
 
 def _last_of_each_key(key: np.ndarray, position: np.ndarray) -> np.ndarray:
@@ -125,6 +125,7 @@ class Entries:
     starts: np.ndarray
 
 
+@register_state_type
 @dataclass(frozen=True)
 class SessionIndex:
     """Training sessions as a sparse session-item matrix and its item-session transpose, in recency order.

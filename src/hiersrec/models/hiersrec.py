@@ -9,15 +9,8 @@ Recommendations", ORSUM @ RecSys 2023 (arXiv 2309.06533); the design follows ``m
   real click (not from the padding), so a prefix scored on its own gets exactly the state of that
   position in a whole-session forward pass; sessions longer than ``max_len`` keep their last clicks.
 * Hierarchical multi-task head: the state ``h`` first predicts the next category (``p_cat``), and that
-  prediction is fed into next-item prediction (``category_feed``):
-    - ``"concat"`` (the paper's): ``q = h + FFN(concat(h, W p_cat))`` with a learned projection ``W``;
-    - ``"expected"``: the same with the expected category embedding ``sum_c p_cat[c] E_cat[c]``, sharing
-      the input's category table;
-    - ``"factorised"``: ``log P(i) = log P(c(i)) + log P(i | c(i))`` with ``P(i | c)`` a softmax of
-      ``h . v_i`` over the items of category ``c``; ``q = h``;
-    - ``"prior"``: the category's log-probability as a learned-weight prior on every item's score,
-      ``score(i) = h . v_i + w log P(c(i))``, normalised over all items; ``q = h``;
-    - ``"none"``: ``q = h`` (flat multi-task learning, or single-task with ``category_loss_weight = 0``).
+  prediction is fed into next-item prediction by one of five category feeds (``"concat"``, the paper's,
+  ``"expected"``, ``"factorised"``, ``"prior"``, ``"none"``), all defined in `hiersrec.models.category_feed`.
   Item scores are ``q . v_i`` against an item output representation ``v``: the input item encoder (tied,
   so category and metadata reach rare items), its id embeddings only (SASRec's tying), or a separate
   encoder (``output_embedding``); optionally cosine scores times ``score_scale``
@@ -27,6 +20,10 @@ Recommendations", ORSUM @ RecSys 2023 (arXiv 2309.06533); the design follows ``m
 
 Deviation from the paper's sketch: the feed FFN is residual (``q = h + FFN(...)``), so the head starts as
 the flat model and learns what the category prediction adds; this trains more stably.
+
+The loss is written twice: `reference_item_loss` spells it out with the (N, V) logits in memory, as one
+reads it in the paper; training runs `hiersrec.models._chunked_softmax`, which computes the same value and
+gradients without ever holding those logits (a test checks that they agree).
 """
 
 from __future__ import annotations
@@ -34,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -45,12 +42,13 @@ from hiersrec.data.batching import SessionBatch
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.text import SENTENCE_EMBEDDING_DIM, hashed_token_bags, sentence_embeddings
 from hiersrec.errors import ConfigError, DataError
-from hiersrec.train.softmax import softmax_cross_entropy_sum
+from hiersrec.models._chunked_softmax import softmax_cross_entropy_sum
+from hiersrec.models.base import ItemQuery, item_query_scores
+from hiersrec.models.category_feed import CATEGORY_FEEDS, CategoryFeed, CategoryFeedName
 
 # Shapes: B batch, T positions, N training targets, D d_model, D' item query width (D, +1 with item_bias),
 # V items incl. PAD, C categories incl. PAD.
 
-CategoryFeed = Literal["concat", "expected", "factorised", "prior", "none"]
 TextFeatures = Literal["none", "hashed", "minilm"]
 OutputEmbedding = Literal["encoder", "ids", "separate"]
 
@@ -76,7 +74,7 @@ class HierSRecConfig:
     text_features: TextFeatures = "none"  # item text: "hashed" token bags or frozen "minilm" vectors
     text_buckets: int = 16384  # hash buckets of the token bags
     d_text: int = 32  # width of the text part of the item representation
-    category_feed: CategoryFeed = "concat"  # how the category prediction reaches the item head
+    category_feed: CategoryFeedName = "concat"  # how the category prediction reaches the item head
     d_feed: int = 32  # width of the projected category distribution ("concat")
     category_loss_weight: float = 0.5  # lambda: weight of the next-category loss
     output_embedding: OutputEmbedding = "encoder"  # items scored against: the input item encoder (id, category,
@@ -97,9 +95,9 @@ class HierSRecConfig:
                 raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
         if self.category_loss_weight < 0 or self.score_scale < 0:
             raise ConfigError("model.category_loss_weight and model.score_scale must be >= 0")
-        if self.category_feed not in ("concat", "expected", "factorised", "prior", "none"):
+        if self.category_feed not in CATEGORY_FEEDS:
             raise ConfigError(
-                f"model.category_feed must be concat, expected, factorised, prior or none, not {self.category_feed!r}"
+                f"model.category_feed must be one of {', '.join(CATEGORY_FEEDS)}, not {self.category_feed!r}"
             )
         if self.output_embedding not in ("encoder", "ids", "separate"):
             raise ConfigError(f"model.output_embedding must be encoder, ids or separate, not {self.output_embedding!r}")
@@ -283,20 +281,6 @@ class _Block(nn.Module):
 
 
 @dataclass
-class HierSRecQuery:
-    """What the item and category heads need for the last real position of each session.
-
-    Attributes:
-        item_query: (B, D') query; item scores are ``item_query @ item_output_embeddings().T``
-            (for the "factorised" and "prior" feeds the category logits enter too, see `HierSRec.score`).
-        category_logits: (B, C) next-category logits, column 0 (PAD) = -inf.
-    """
-
-    item_query: torch.Tensor
-    category_logits: torch.Tensor
-
-
-@dataclass
 class HierSRecOutput:
     """Training output: the loss terms and the per-target predictions they came from.
 
@@ -320,11 +304,17 @@ class HierSRecOutput:
 class HierSRec(nn.Module):
     """Hierarchical multi-task Transformer for next-item prediction (arXiv 2309.06533).
 
+    Registered as ``"hiersrec"``: built from its config and the catalogue (`from_config`), trained by the
+    training loop (``forward`` returns the loss), saved as its config and state dict (`from_state_dict`).
+
     Example:
         >>> config = HierSRecConfig(d_model=16, n_heads=2).with_catalog(catalog)  # doctest: +SKIP
         >>> model = HierSRec(config, ItemFeatures.from_catalog(catalog, config))  # doctest: +SKIP
         >>> scores = model.score(batch)  # (B, V), PAD column -inf  # doctest: +SKIP
     """
+
+    name: ClassVar[str] = "hiersrec"
+    config_class: ClassVar[type] = HierSRecConfig
 
     def __init__(self, config: HierSRecConfig, features: ItemFeatures) -> None:
         super().__init__()
@@ -346,23 +336,40 @@ class HierSRec(nn.Module):
         self.blocks = nn.ModuleList(_Block(config) for _ in range(config.n_layers))
         self.final_norm = nn.LayerNorm(config.d_model)
         self.category_head = nn.Linear(config.d_model, config.n_categories)
-        d_feed = {"concat": config.d_feed, "expected": config.d_category}.get(config.category_feed, 0)
-        self.feed_proj = nn.Linear(config.n_categories, config.d_feed) if config.category_feed == "concat" else None
-        self.feed = (
-            nn.Sequential(
-                nn.Linear(config.d_model + d_feed, config.d_ff), nn.GELU(), nn.Linear(config.d_ff, config.d_model)
-            )
-            if d_feed
-            else None
+        self.category_feed = CategoryFeed(
+            config.category_feed, config.n_categories, config.d_model, config.d_ff, config.d_feed, config.d_category
         )
         self.item_bias = nn.Parameter(torch.zeros(config.n_items)) if config.item_bias else None
-        self.prior_weight = nn.Parameter(torch.ones(())) if config.category_feed == "prior" else None
         self.apply(_init_weights)
         for encoder in (self.item_encoder, self.output_encoder):
             if encoder is not None and encoder.proj is not None:
                 # Keep projected items at the embeddings' scale (std 0.02), level with the positions: with the
                 # default std 0.02 the projection would shrink them ~5x and positions would drown them out.
                 nn.init.normal_(encoder.proj.weight, std=encoder.proj.in_features**-0.5)
+
+    @classmethod
+    def from_config(
+        cls, config: HierSRecConfig, catalog: ItemCatalog, text_cache_dir: str | Path | None = None
+    ) -> HierSRec:
+        """A new model for ``catalog`` (``n_items`` / ``n_categories`` are set from it)."""
+        config = config.with_catalog(catalog)
+        return cls(config, ItemFeatures.from_catalog(catalog, config, text_cache_dir))
+
+    @classmethod
+    def from_state_dict(cls, config: HierSRecConfig, state: Mapping[str, torch.Tensor]) -> HierSRec:
+        """The saved model: its item features are buffers of the state dict, so no catalogue is needed.
+
+        Raises:
+            ConfigError: the state dict does not fit ``config`` (missing or unexpected keys, other shapes).
+        """
+        try:
+            model = cls(config, ItemFeatures.from_state_dict(state))
+            model.load_state_dict(state)
+        except KeyError as error:
+            raise ConfigError(f"the weights lack the item features ({error.args[0]})") from error
+        except RuntimeError as error:
+            raise ConfigError(f"the weights do not fit the configuration: {str(error).splitlines()[0]}") from error
+        return model.eval()
 
     # -- encoder ---------------------------------------------------------------------------------------------
 
@@ -408,24 +415,31 @@ class HierSRec(nn.Module):
             x = block(x, dropout)
         return self.final_norm(x)
 
-    def _heads(self, states: torch.Tensor, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, D) states -> ((N, D') item queries, (N, C) category logits with PAD = -inf)."""
+    def _heads(self, states: torch.Tensor, dropout: float) -> ItemQuery:
+        """(N, D) states -> the `ItemQuery`: (N, D') item queries, (N, C) category logits (PAD = -inf)."""
         category_logits = self.category_head(states).float()
         category_logits[:, 0] = float("-inf")
-        query = states
-        if self.feed is not None:
-            p_category = category_logits.softmax(dim=1)  # (N, C)
-            z = self.feed_proj(p_category) if self.feed_proj is not None else p_category @ self.category_table.weight
-            query = states + F.dropout(self.feed(torch.cat([states, z.to(states.dtype)], dim=1)), dropout)
+        table = None if self.category_table is None else self.category_table.weight
+        query = self.category_feed.query(states, category_logits, dropout, table)
         if self.config.score_scale:
             query = F.normalize(query.float(), dim=1) * self.config.score_scale
         if self.item_bias is not None:
             query = torch.cat([query, torch.ones_like(query[:, :1])], dim=1)
-        return query, category_logits
+        return ItemQuery(
+            vectors=query,
+            category_logits=category_logits,
+            category_offsets=self.category_feed.category_offsets(category_logits),
+            normalise_within_category=self.category_feed.normalises_within_category,
+        )
 
     def item_output_embeddings(self) -> torch.Tensor:
         """(V, D') item output representations; row 0 is PAD (its scores are always masked)."""
         return self._cached("output", self._output_table)
+
+    def _item_columns(self) -> torch.Tensor:
+        # (D', V) contiguous: a serving-size product (B << V) reads this layout about twice as fast as the
+        # transpose of the (V, D') table (benchmarks/results/serve_load-dgn-full-2026-11-29.md).
+        return self._cached("columns", lambda: self.item_output_embeddings().detach().float().T.contiguous())
 
     def _output_table(self) -> torch.Tensor:
         if self.config.output_embedding == "ids":
@@ -460,11 +474,11 @@ class HierSRec(nn.Module):
         category_loss = F.cross_entropy(query.category_logits, target_categories)
         item_loss = self._item_loss(query, target_items, target_categories, category_loss)
         loss = item_loss + self.config.category_loss_weight * category_loss
-        return HierSRecOutput(loss, item_loss, category_loss, query.item_query, query.category_logits, target_items)
+        return HierSRecOutput(loss, item_loss, category_loss, query.vectors, query.category_logits, target_items)
 
     def encode_positions(
         self, batch: SessionBatch, target_mask: torch.Tensor | None = None
-    ) -> tuple[HierSRecQuery, torch.Tensor]:
+    ) -> tuple[ItemQuery, torch.Tensor]:
         """Queries at every target position of whole sessions, and the (N,) target items, row by row.
 
         Dropout applies in training mode (this is the training forward pass without the loss).
@@ -481,39 +495,46 @@ class HierSRec(nn.Module):
         states = self._states(items[:, :-1], (lengths - 1).clamp(min=0), dropout)  # (B, T-1, D)
         next_items = _align_left(items, lengths)[:, 1:]  # (B, T-1) the click after each state
         selected = _align_left(is_target, lengths)[:, 1:]
-        query, category_logits = self._heads(states[selected], dropout)  # (N, D'), (N, C)
-        return HierSRecQuery(item_query=query, category_logits=category_logits), next_items[selected]
+        return self._heads(states[selected], dropout), next_items[selected]
 
-    def _item_loss(self, query: HierSRecQuery, target_items, target_categories, category_loss) -> torch.Tensor:
+    def _item_loss(self, query: ItemQuery, target_items, target_categories, category_loss) -> torch.Tensor:
+        # The fast kernel; `reference_item_loss` is the same loss written plainly.
         device_type = target_items.device.type
         autocast = torch.is_autocast_enabled(device_type)
         compute_dtype = torch.get_autocast_dtype(device_type) if autocast else torch.float32
-        feed = self.config.category_feed
+        target_groups, group_bias = self.category_feed.loss_terms(query.category_logits, target_categories)
         with torch.autocast(device_type, enabled=False):
             total = softmax_cross_entropy_sum(
-                query.item_query.float(),
+                query.vectors.float(),
                 self.item_output_embeddings().float(),
                 target_items,
                 item_groups=self.features_item_category,
-                target_groups=target_categories if feed == "factorised" else None,
-                group_bias=self._category_prior(query.category_logits) if feed == "prior" else None,
+                target_groups=target_groups,
+                group_bias=group_bias,
                 chunk_size=self.config.loss_chunk,
                 compute_dtype=compute_dtype,
             )
         item_loss = total / max(target_items.numel(), 1)
         # Factorised: -log P(i) = -log P(c(i)) - log P(i | c(i)).
-        return item_loss + category_loss if feed == "factorised" else item_loss
+        return item_loss + category_loss if self.category_feed.normalises_within_category else item_loss
 
-    def _category_prior(self, category_logits: torch.Tensor) -> torch.Tensor:
-        """(N, C) ``w log P(c)`` of the "prior" feed; 0 in the padding column (padding items are masked anyway)."""
-        log_probs = F.pad(category_logits[:, 1:].float().log_softmax(dim=1), (1, 0))
-        return self.prior_weight * log_probs
+    def reference_item_loss(self, query: ItemQuery, target_items: torch.Tensor) -> torch.Tensor:
+        """The item loss as defined: mean ``-log softmax(score)[target]`` over the N targets, for every feed.
+
+        ``score`` is the full-ranking score (`score_query`), so this is the cross-entropy of the distribution
+        the model ranks by: for "factorised" the scores are already log-probabilities (``log P(c) + log P(i |
+        c)``), and the softmax leaves them unchanged. It holds the (N, V) logits in memory; training uses the
+        chunked kernel instead (`_item_loss`, equal up to float rounding).
+        """
+        table = self.item_output_embeddings().float().T  # (D', V)
+        scores = item_query_scores(query, table, self.features_item_category)
+        return F.cross_entropy(scores[:, 1:], target_items - 1)
 
     # -- inference ---------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def encode(self, batch: SessionBatch) -> HierSRecQuery:
-        """Item query and category logits at the last real click of each LEFT-padded session.
+    def query(self, batch: SessionBatch) -> ItemQuery:
+        """The `ItemQuery` at the last real click of each LEFT-padded session.
 
         Sessions longer than ``max_len`` keep their most recent ``max_len`` clicks. Dropout is never applied
         here, whatever the module's mode: scoring is a pure function of (weights, session).
@@ -525,39 +546,33 @@ class HierSRec(nn.Module):
         if (lengths < 1).any():
             raise DataError("cannot score an empty session: every row needs at least one known click")
         last = self._states(items, lengths, dropout=0.0, last_only=True)  # (B, D)
-        query, category_logits = self._heads(last, dropout=0.0)
-        return HierSRecQuery(item_query=query.float(), category_logits=category_logits)
+        query = self._heads(last, dropout=0.0)
+        return ItemQuery(
+            query.vectors.float(), query.category_logits, query.category_offsets, query.normalise_within_category
+        )
 
     @torch.no_grad()
     def score(self, batch: SessionBatch) -> torch.Tensor:
-        """(B, V) float32 next-item scores, column 0 (PAD) = -inf.
-
-        For the "concat", "expected" and "none" feeds this is ``item_query @ item_output_embeddings().T``.
-        For "factorised" it is ``log P(c(i)) + log P(i | c(i))``: ``log_softmax(category_logits)[c(i)]``
-        plus the item logit ``item_query . v_i`` minus the log-sum-exp of the logits of ``i``'s category.
-        For "prior" it is ``item_query . v_i + w log_softmax(category_logits)[c(i)]`` (``w`` learned).
-        """
-        return self.score_query(self.encode(batch))
+        """(B, V) float32 next-item scores, column 0 (PAD) = -inf (`score_query` of `query`)."""
+        return self.score_query(self.query(batch))
 
     @torch.no_grad()
-    def score_query(self, query: HierSRecQuery) -> torch.Tensor:
-        """(B, V) float32 scores of encoded queries (what `score` returns for the same sessions)."""
-        logits = query.item_query.float() @ self.item_output_embeddings().float().T  # (B, V)
-        if self.config.category_feed == "prior":
-            logits += self._category_prior(query.category_logits)[:, self.features_item_category]
-        logits[:, 0] = float("-inf")
-        if self.config.category_feed != "factorised":
-            return logits
-        return _factorised_log_probs(logits, query.category_logits.float(), self.features_item_category)
+    def score_query(self, query: ItemQuery) -> torch.Tensor:
+        """(B, V) float32 scores of an `ItemQuery`, as the category feed defines them (see `category_feed`)."""
+        return item_query_scores(query, self._item_columns(), self.features_item_category)
 
     @torch.no_grad()
     def score_categories(self, batch: SessionBatch) -> torch.Tensor:
         """(B, C) float32 next-category logits, column 0 (PAD) = -inf."""
-        return self.encode(batch).category_logits
+        return self.query(batch).category_logits
+
+    def candidate_support(self) -> str | None:
+        """None: every category feed's scores rank whole-category candidates exactly (see `category_feed`)."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """Name and hyperparameters, for reports."""
-        return {"name": "HierSRec", **asdict(self.config)}
+        return {"name": self.name, **asdict(self.config)}
 
 
 def _align_left(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -565,21 +580,6 @@ def _align_left(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     width = values.shape[1]
     gather = (torch.arange(width, device=values.device)[None, :] + (width - lengths)[:, None]) % width
     return values.gather(1, gather)
-
-
-def _factorised_log_probs(logits: torch.Tensor, category_logits: torch.Tensor, item_category: torch.Tensor):
-    # log P(i) = log P(c(i)) + logit_i - logsumexp_{j in c(i)} logit_j, with a per-category max for stability.
-    batch, n_categories = logits.shape[0], category_logits.shape[1]
-    index = item_category[None, :].expand(batch, -1)  # (B, V)
-    real = logits[:, 1:]
-    category_max = torch.full((batch, n_categories), float("-inf"), device=logits.device)
-    category_max.scatter_reduce_(1, index[:, 1:], real, reduce="amax")
-    shifted = (real - category_max.gather(1, index[:, 1:])).exp()
-    sums = torch.zeros((batch, n_categories), device=logits.device).scatter_add_(1, index[:, 1:], shifted)
-    log_norm = category_max + sums.log()  # (B, C); -inf for empty categories
-    scores = torch.full_like(logits, float("-inf"))
-    scores[:, 1:] = category_logits.log_softmax(dim=1).gather(1, index[:, 1:]) + real - log_norm.gather(1, index[:, 1:])
-    return scores
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -13,7 +13,7 @@ are kept (session-rec keeps the 100 largest per item, which does not change the 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -25,10 +25,10 @@ from hiersrec.data.sessions import SessionData
 from hiersrec.errors import ConfigError
 from hiersrec.models._hyperparams import check_non_negative
 from hiersrec.models._item_to_item import last_item_scores
-from hiersrec.models.base import check_is_fitted
+from hiersrec.models.base import FittedModel, check_is_fitted
 
 
-class ItemKNN:
+class ItemKNN(FittedModel):
     """Co-occurrence similarity of the last clicked item with every other item.
 
     Args:
@@ -36,6 +36,7 @@ class ItemKNN:
         lmbd: shrinkage added to both supports.
     """
 
+    name: ClassVar[str] = "itemknn"
     SEARCH_SPACE: ClassVar[dict[str, tuple]] = {
         "alpha": (0.25, 0.5, 0.75, 1.0),
         "lmbd": (0, 5, 20, 50, 100),
@@ -69,7 +70,3 @@ class ItemKNN:
         """(B, V) float32 similarities of every item to each prefix's last click; column 0 = -inf."""
         check_is_fitted(self, "similarity_")
         return last_item_scores(self.similarity_, batch)
-
-    def describe(self) -> dict[str, Any]:
-        """Name and hyperparameters."""
-        return {"name": "itemknn", "alpha": self.alpha, "lmbd": self.lmbd}

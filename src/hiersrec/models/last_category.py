@@ -7,7 +7,7 @@ categories other than the last one are ranked by their training clicks, so ``cat
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -15,12 +15,13 @@ import torch
 from hiersrec.data.batching import SessionBatch
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
-from hiersrec.models.base import check_is_fitted, mask_padding
+from hiersrec.models.base import FittedModel, check_is_fitted, mask_padding
 
 
-class LastCategory:
+class LastCategory(FittedModel):
     """Repeat the last category; the others follow by popularity."""
 
+    name: ClassVar[str] = "last_category"
     SEARCH_SPACE: ClassVar[dict[str, tuple]] = {}
 
     def fit(self, train: SessionData, catalog: ItemCatalog) -> LastCategory:
@@ -40,7 +41,3 @@ class LastCategory:
         scores = torch.from_numpy(self.category_popularity_).expand(len(batch), -1).clone()
         scores[torch.arange(len(batch)), last_category] += 1.0
         return mask_padding(scores)
-
-    def describe(self) -> dict[str, Any]:
-        """Name (no hyperparameters)."""
-        return {"name": "last_category"}

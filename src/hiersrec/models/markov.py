@@ -7,7 +7,7 @@ It is `SequentialRules` with ``steps=1, weighting="same", pruning=0``.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,12 +17,13 @@ from hiersrec.data.batching import SessionBatch
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
 from hiersrec.models._item_to_item import last_item_scores
-from hiersrec.models.base import check_is_fitted
+from hiersrec.models.base import FittedModel, check_is_fitted
 
 
-class Markov:
+class Markov(FittedModel):
     """Transition counts from the last clicked item."""
 
+    name: ClassVar[str] = "markov"
     SEARCH_SPACE: ClassVar[dict[str, tuple]] = {}
 
     def fit(self, train: SessionData, catalog: ItemCatalog) -> Markov:
@@ -40,7 +41,3 @@ class Markov:
         """(B, V) float32 transition counts from each prefix's last click; column 0 = -inf."""
         check_is_fitted(self, "transitions_")
         return last_item_scores(self.transitions_, batch)
-
-    def describe(self) -> dict[str, Any]:
-        """Name (the Markov chain has no hyperparameters)."""
-        return {"name": "markov"}

@@ -8,7 +8,7 @@ rather than a fraction that float32 cannot resolve for popular items.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -16,12 +16,13 @@ import torch
 from hiersrec.data.batching import SessionBatch
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
-from hiersrec.models.base import check_is_fitted, mask_padding
+from hiersrec.models.base import FittedModel, check_is_fitted, mask_padding
 
 
-class Pop:
+class Pop(FittedModel):
     """Every prefix gets the same ranking: items by their number of clicks in training."""
 
+    name: ClassVar[str] = "pop"
     SEARCH_SPACE: ClassVar[dict[str, tuple]] = {}
 
     def fit(self, train: SessionData, catalog: ItemCatalog) -> Pop:
@@ -35,14 +36,11 @@ class Pop:
         counts = torch.from_numpy(self.item_clicks_)
         return mask_padding(counts.expand(len(batch), -1).clone())
 
-    def describe(self) -> dict[str, Any]:
-        """Name (POP has no hyperparameters)."""
-        return {"name": "pop"}
 
-
-class SessionPop:
+class SessionPop(FittedModel):
     """S-POP: the prefix's items by their click count in the prefix, then all items by global popularity."""
 
+    name: ClassVar[str] = "spop"
     SEARCH_SPACE: ClassVar[dict[str, tuple]] = {}
 
     def fit(self, train: SessionData, catalog: ItemCatalog) -> SessionPop:
@@ -65,7 +63,3 @@ class SessionPop:
         rows, columns = np.nonzero(items)  # real clicks (0 = padding)
         np.add.at(scores.reshape(-1), rows * n_columns + items[rows, columns], radix)
         return mask_padding(torch.from_numpy(scores))
-
-    def describe(self) -> dict[str, Any]:
-        """Name (S-POP has no hyperparameters)."""
-        return {"name": "spop"}

@@ -18,7 +18,7 @@ go to the more recent session instead of set order; the final division by the ma
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -28,12 +28,12 @@ from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
 from hiersrec.models._hyperparams import check_choice, check_positive_int
 from hiersrec.models._session_index import PrefixQuery, SessionIndex, dense_scores, top_k_mask
-from hiersrec.models.base import check_is_fitted
+from hiersrec.models.base import FittedModel, check_is_fitted
 
 SIMILARITIES = ("cosine", "jaccard")
 
 
-class SKNN:
+class SKNN(FittedModel):
     """Session-based kNN over binary item sets.
 
     Args:
@@ -42,6 +42,7 @@ class SKNN:
         similarity: ``"cosine"`` or ``"jaccard"``.
     """
 
+    name: ClassVar[str] = "sknn"
     SEARCH_SPACE: ClassVar[dict[str, tuple]] = {
         "k": (50, 100, 500, 1000, 1500),
         "sample_size": (500, 1000, 2500, 5000, 10000),
@@ -78,7 +79,3 @@ class SKNN:
         return dense_scores(
             rows[top][entries.pair], entries.items, similarity[top][entries.pair], query.n_rows, self.index_.n_columns
         )
-
-    def describe(self) -> dict[str, Any]:
-        """Name and hyperparameters."""
-        return {"name": "sknn", "k": self.k, "sample_size": self.sample_size, "similarity": self.similarity}

@@ -14,7 +14,7 @@ turns negative for gaps past 10; here it is clipped at 0.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -25,7 +25,7 @@ from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
 from hiersrec.models._hyperparams import check_choice, check_positive_int
 from hiersrec.models._item_to_item import last_item_scores
-from hiersrec.models.base import check_is_fitted
+from hiersrec.models.base import FittedModel, check_is_fitted
 
 GAP_WEIGHTS: dict[str, Callable[[int], float]] = {
     "div": lambda g: 1.0 / g,
@@ -37,7 +37,7 @@ GAP_WEIGHTS: dict[str, Callable[[int], float]] = {
 """Weight of a rule occurrence whose consequent follows its antecedent ``g >= 1`` clicks later."""
 
 
-class SequentialRules:
+class SequentialRules(FittedModel):
     """Rules from an item to the items that follow it within a few clicks, scored from the last click.
 
     Args:
@@ -46,6 +46,7 @@ class SequentialRules:
         pruning: rules kept per antecedent, strongest first (0: all).
     """
 
+    name: ClassVar[str] = "sr"
     SEARCH_SPACE: ClassVar[dict[str, tuple]] = {
         "steps": (1, 2, 3, 5, 10, 15, 20, 30),
         "weighting": tuple(GAP_WEIGHTS),
@@ -85,10 +86,6 @@ class SequentialRules:
         """(B, V) float32 rule weights from each prefix's last click; column 0 = -inf."""
         check_is_fitted(self, "rules_")
         return last_item_scores(self.rules_, batch)
-
-    def describe(self) -> dict[str, Any]:
-        """Name and hyperparameters."""
-        return {"name": "sr", "steps": self.steps, "weighting": self.weighting, "pruning": self.pruning}
 
 
 def _strongest_per_row(matrix: sp.csr_matrix, n: int) -> sp.csr_matrix:

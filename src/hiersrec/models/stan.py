@@ -26,7 +26,7 @@ recent session (session-rec: set order).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
 from hiersrec.models._hyperparams import check_positive, check_positive_int
 from hiersrec.models._session_index import PrefixQuery, SessionIndex, dense_scores, top_k_mask
-from hiersrec.models.base import check_is_fitted
+from hiersrec.models.base import FittedModel, check_is_fitted
 
 SECONDS_PER_DAY = 86_400.0
 LAMBDA_GRID = (1e-5, 0.6125, 1.225, 2.45, 4.9, 9.8)
@@ -71,7 +71,7 @@ class Neighbourhood:
     item_weight: np.ndarray
 
 
-class STAN:
+class STAN(FittedModel):
     """Sequence- and time-aware session kNN.
 
     Args:
@@ -82,6 +82,7 @@ class STAN:
         lambda_inh: decay of a neighbour's items by their distance to its last shared click (clicks; None: off).
     """
 
+    name: ClassVar[str] = "stan"
     SEARCH_SPACE: ClassVar[dict[str, tuple]] = {
         "k": (100, 200, 500, 1000, 1500, 2000),
         "sample_size": (1000, 2500, 5000, 10000),
@@ -153,14 +154,3 @@ class STAN:
             items=entries.items,
             item_weight=exp_decay(distance, self.lambda_inh),
         )
-
-    def describe(self) -> dict[str, Any]:
-        """Name and hyperparameters."""
-        return {
-            "name": "stan",
-            "k": self.k,
-            "sample_size": self.sample_size,
-            "lambda_spw": self.lambda_spw,
-            "lambda_snh": self.lambda_snh,
-            "lambda_inh": self.lambda_inh,
-        }

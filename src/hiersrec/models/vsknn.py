@@ -26,7 +26,7 @@ are always scored (session-rec's default ``remind=True``); the final division by
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
 from hiersrec.models._hyperparams import check_choice, check_non_negative, check_positive_int
 from hiersrec.models._session_index import PrefixQuery, SessionIndex, dense_scores, top_k_mask
-from hiersrec.models.base import check_is_fitted
+from hiersrec.models.base import FittedModel, check_is_fitted
 
 POSITION_WEIGHTS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "same": lambda p, n: np.ones(p.shape),
@@ -57,7 +57,7 @@ SCORE_DECAYS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 """Decay of a neighbour's item scores by ``step`` (>= 1), the clicks back to the most recent shared click."""
 
 
-class VSKNN:
+class VSKNN(FittedModel):
     """Sequence-aware session kNN with position-weighted similarity and recency-decayed item scores.
 
     Args:
@@ -68,6 +68,7 @@ class VSKNN:
         idf_weight: strength of the IDF boost of rare items (0: off).
     """
 
+    name: ClassVar[str] = "vsknn"
     SEARCH_SPACE: ClassVar[dict[str, tuple]] = {
         "k": (50, 100, 500, 1000, 1500),
         "sample_size": (500, 1000, 2500, 5000, 10000),
@@ -118,14 +119,3 @@ class VSKNN:
         neighbour_weight = similarity[top] * SCORE_DECAYS[self.weighting_score](step)
         values = neighbour_weight[entries.pair] * self.item_boost_[entries.items]
         return dense_scores(entry_rows, entries.items, values, query.n_rows, self.index_.n_columns)
-
-    def describe(self) -> dict[str, Any]:
-        """Name and hyperparameters."""
-        return {
-            "name": "vsknn",
-            "k": self.k,
-            "sample_size": self.sample_size,
-            "weighting": self.weighting,
-            "weighting_score": self.weighting_score,
-            "idf_weight": self.idf_weight,
-        }

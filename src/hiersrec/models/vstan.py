@@ -17,7 +17,7 @@ STAN's cosine whatever the option says.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
@@ -43,6 +43,7 @@ class VSTAN(STAN):
         lambda_idf: strength of the IDF boost of rare items (0: off).
     """
 
+    name: ClassVar[str] = "vstan"
     SEARCH_SPACE: ClassVar[dict[str, tuple]] = {
         **STAN.SEARCH_SPACE,
         "lambda_ipw": LAMBDA_GRID,
@@ -79,7 +80,3 @@ class VSTAN(STAN):
         recency = exp_decay(query.lengths[hood.rows] - hood.last_shared[hood.pair], self.lambda_ipw)
         values = hood.similarity[hood.pair] * hood.item_weight * recency * self.item_boost_[hood.items]
         return dense_scores(hood.rows, hood.items, values, query.n_rows, self.index_.n_columns)
-
-    def describe(self) -> dict[str, Any]:
-        """Name and hyperparameters."""
-        return {**super().describe(), "name": "vstan", "lambda_ipw": self.lambda_ipw, "lambda_idf": self.lambda_idf}

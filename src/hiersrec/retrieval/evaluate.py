@@ -6,9 +6,10 @@ model's category scores (`select_categories`); only they are ranked. Ranks come 
 evaluator), with every non-candidate scored ``-inf``; a target outside the candidates gets rank ``inf``, a miss
 at every cutoff. The 100% budget therefore reproduces full ranking exactly.
 
-Latency, when the model exposes ``encode`` and ``item_output_embeddings`` (HierSRec), is the time of the
-search that serving runs: choosing the categories plus `CategoryIndex.search` (or `ExactIndex.search` for
-full ranking), batched over the evaluation batches and, on a sample of cases, one session at a time.
+Latency, when the model ranks candidates itself (`candidate_support`: HierSRec), is the time of the search
+that serving runs: choosing the categories plus `CategoryIndex.search` with the model's `ItemQuery` (or the
+model's full-ranking `score_query`), batched over the evaluation batches and, on a sample of cases, one
+session at a time.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
 from hiersrec.eval.metrics import RANK_METRICS, TiePolicy, target_ranks
 from hiersrec.eval.protocol import describe_model
+from hiersrec.models.base import candidate_support
 from hiersrec.retrieval.category import CandidateBudget, CategoryLayout, select_categories
-from hiersrec.retrieval.index import CategoryIndex, ExactIndex, candidate_support, top_k
+from hiersrec.retrieval.index import CategoryIndex, top_k
 
 DEFAULT_BUDGETS: tuple[str, ...] = ("1%", "2%", "4%", "8%", "16%", "100%")
 
@@ -132,7 +134,7 @@ def evaluate_candidates(
 
     Args:
         model: an object with ``score(batch) -> (B, V)`` and ``score_categories(batch) -> (B, C)``; when
-            `candidate_support` accepts it (HierSRec), search latency is measured too.
+            `candidate_support` accepts it (HierSRec), one ``query`` gives both and search latency is measured.
         sessions: the sessions to evaluate (the test split; never the one used for model selection).
         catalog: item categories.
         budgets: candidate budgets (`CandidateBudget.parse` forms: ``"4%"``, ``0.04``, ``"category:5"``).
@@ -156,7 +158,7 @@ def evaluate_candidates(
     labels = ["full", *(b.label for b in parsed)]
     item_category = torch.from_numpy(catalog.item_category)
     sizes = torch.from_numpy(CategoryLayout.from_catalog(catalog).sizes)
-    indexes = _indexes(model, catalog)
+    index = _index(model, catalog)
     targets = sessions.target_positions(protocol)
     sums = {label: _Sums() for label in labels}
     started = time.perf_counter()
@@ -166,7 +168,7 @@ def evaluate_candidates(
         tqdm(total=targets.size, desc="candidates", unit="case", disable=not show_progress, leave=False) as bar,
     ):
         for batch in batches:
-            scores, category_scores, query = _score(model, batch, indexes)  # (B, V), (B, C)
+            scores, category_scores, query = _score(model, batch, index)  # (B, V), (B, C)
             _add_ranks(sums["full"], target_ranks(scores, batch.target_items, ties), k)
             counts = _counts_by_category(scores, batch.target_items, item_category, sizes.numel())
             target_category = item_category[batch.target_items].unsqueeze(1)  # (B, 1)
@@ -183,9 +185,9 @@ def evaluate_candidates(
                 sums[label].add("fraction", (selected * sizes).sum(dim=1) / catalog.n_items)
                 sums[label].add("categories", selected.sum(dim=1))
             n_timed = sums["full"].timed_cases
-            if indexes is not None and n_timed < timed_cases:
+            if index is not None and n_timed < timed_cases:
                 n_single = max(0, min(len(batch), single_session_sample - n_timed))
-                _time_search(query, indexes, parsed, labels, sums, k, sizes, n_single)
+                _time_search(model, query, index, parsed, labels, sums, k, n_single)
             bar.update(len(batch))
     n_cases = int(targets.size)
     rows_out = [_result(label, sums, n_cases, catalog.n_categories) for label in labels]
@@ -203,22 +205,20 @@ def evaluate_candidates(
     )
 
 
-def _indexes(model: Any, catalog: ItemCatalog) -> tuple[ExactIndex, CategoryIndex] | None:
-    if candidate_support(model) is not None:  # the served search would not be this one: do not time it
+def _index(model: Any, catalog: ItemCatalog) -> CategoryIndex | None:
+    if candidate_support(model) is not None:  # no served candidate search to time
         return None
     with torch.inference_mode():
         embeddings = model.item_output_embeddings().detach().float().clone()
-    return ExactIndex(embeddings), CategoryIndex.from_catalog(embeddings, catalog)
+    return CategoryIndex.from_catalog(embeddings, catalog)
 
 
-def _score(model: Any, batch: Any, indexes: tuple[ExactIndex, CategoryIndex] | None):
-    # With a query model, one encode gives both heads; its item scores are exactly `model.score`'s.
-    if indexes is None:
+def _score(model: Any, batch: Any, index: CategoryIndex | None):
+    # With a query model, one `query` gives both heads; its item scores are exactly `model.score`'s.
+    if index is None:
         return model.score(batch).float(), model.score_categories(batch).float(), None
-    query = model.encode(batch)
-    scores = query.item_query.float() @ indexes[0].item_embeddings.T
-    scores[:, 0] = float("-inf")
-    return scores, query.category_logits.float(), query
+    query = model.query(batch)
+    return model.score_query(query).float(), query.category_logits.float(), query
 
 
 def _counts_by_category(scores: torch.Tensor, targets: torch.Tensor, item_category: torch.Tensor, n_columns: int):
@@ -249,21 +249,21 @@ def _add_ranks(sums: _Sums, ranks: torch.Tensor, k: int) -> None:
         sums.add(f"{name}@{k}", per_case(ranks, k))
 
 
-def _time_search(query, indexes, budgets, labels, sums, k, sizes, n_single) -> None:
-    exact, by_category = indexes
-    searches = {"full": lambda q, _c: exact.search(q, k)}
+def _time_search(model, query, index, budgets, labels, sums, k, n_single) -> None:
+    # The searches serving runs: full ranking through the model's own scores, candidates through the index.
+    searches = {"full": lambda q: top_k(model.score_query(q), k)}
     for budget, label in zip(budgets, labels[1:], strict=True):
-        searches[label] = lambda q, c, budget=budget: by_category.search(
-            q, k, selected=select_categories(c, sizes, budget)
+        searches[label] = lambda q, budget=budget: index.search(
+            q, k, selected=select_categories(q.category_logits, index.sizes, budget)
         )
     for label, search in searches.items():
         started = time.perf_counter()
-        search(query.item_query, query.category_logits)
+        search(query)
         sums[label].seconds += time.perf_counter() - started
-        sums[label].timed_cases += query.item_query.shape[0]
+        sums[label].timed_cases += query.vectors.shape[0]
         for row in range(n_single):
             started = time.perf_counter()
-            search(query.item_query[row : row + 1], query.category_logits[row : row + 1])
+            search(query.rows(slice(row, row + 1)))
             sums[label].single.append(time.perf_counter() - started)
 
 

@@ -8,12 +8,13 @@ than ``k'`` eligible items are padded with item 0 (padding) and score ``-inf``; 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 
 from hiersrec.data.catalog import ItemCatalog
+from hiersrec.models.base import ItemQuery, category_adjusted
 from hiersrec.retrieval.category import CategoryLayout
 
 NEG_INF = float("-inf")
@@ -124,24 +125,6 @@ def mask_excluded(item_idx: torch.Tensor, scores: torch.Tensor, exclude: torch.T
     return scores.masked_fill(hit, NEG_INF)
 
 
-def candidate_support(model: Any) -> str | None:
-    """None when `CategoryIndex` reproduces ``model``'s scores (``item_query @ item_output_embeddings().T``).
-
-    Otherwise a sentence saying why not, for the errors of the callers that need it.
-    """
-    if not (hasattr(model, "encode") and hasattr(model, "item_output_embeddings")):
-        return (
-            f"{type(model).__name__} has no category head with item queries and item output embeddings "
-            "(HierSRec has): it can only rank every item"
-        )
-    if getattr(getattr(model, "config", None), "category_feed", None) == "factorised":
-        return (
-            "category_feed = 'factorised' normalises item scores within each category, which the candidate "
-            "index does not do (yet): rank every item, or use another category feed"
-        )
-    return None
-
-
 class ExactIndex:
     """Brute force: score every item (``queries @ E.T``) and keep the top ``k``; the reference for the others.
 
@@ -174,6 +157,10 @@ class ExactIndex:
 class CategoryIndex:
     """Exact scores of the items of chosen categories only, read as contiguous slices of the item matrix.
 
+    The queries are plain (B, D) vectors (scores are inner products), or a model's `ItemQuery`, whose
+    per-category terms (and within-category normalisation) are applied to each chosen category as a whole:
+    the candidates get exactly their full-ranking scores, for every HierSRec category feed.
+
     The item matrix is permuted once (`CategoryLayout`) so that each category is a contiguous block. A single
     query reads runs of adjacent chosen categories as one slice each and ranks all its candidates. A batch is
     scored category by category: a chosen category's block is read once and multiplied with the queries of
@@ -201,6 +188,8 @@ class CategoryIndex:
         self._starts, self._sizes = layout.starts.tolist(), layout.sizes.tolist()  # Python ints for the loop
         self._positions = torch.arange(int(layout.sizes.max(initial=0)))
         self._position_category = torch.repeat_interleave(torch.arange(self.sizes.numel()), self.sizes)  # (N,)
+        self._item_category = torch.zeros(layout.n_items + 1, dtype=torch.int64)
+        self._item_category[order] = self._position_category
 
     @classmethod
     def from_catalog(cls, item_embeddings: torch.Tensor, catalog: ItemCatalog) -> CategoryIndex:
@@ -218,7 +207,7 @@ class CategoryIndex:
 
     def search(
         self,
-        queries: torch.Tensor,
+        queries: torch.Tensor | ItemQuery,
         k: int,
         *,
         selected: torch.Tensor,
@@ -228,7 +217,7 @@ class CategoryIndex:
         """Top-``k`` items of each query among the items of its chosen categories.
 
         Args:
-            queries: (B, D) item queries.
+            queries: (B, D) item queries (inner-product scores), or an `ItemQuery` (the model's own scores).
             k: items wanted per row.
             selected: (B, C) bool chosen categories (`hiersrec.retrieval.category.select_categories`).
             exclude: optional (B, E) item indices never to return (0-padded).
@@ -240,13 +229,16 @@ class CategoryIndex:
             (item_idx (B, k'), scores (B, k')), padded with item 0 and ``-inf`` where a row has fewer
             eligible candidates.
         """
-        queries = queries.float()
-        if queries.shape[0] == 1:
-            ids, scores = self._candidates_one(queries[0], selected[0])
-        elif strategy == "dense" or (strategy == "auto" and self._dense_is_cheaper(selected, queries.shape[1])):
-            ids, scores = self._dense(queries, selected)
+        query = queries if isinstance(queries, ItemQuery) else ItemQuery(queries, torch.zeros(0, 0))
+        vectors = query.vectors.float()
+        if vectors.shape[0] == 1:
+            ids, scores = self._candidates_one(vectors[0], selected[0])
+            scores = self._adjusted(scores, self._item_category[ids], query)
+        elif strategy == "dense" or (strategy == "auto" and self._dense_is_cheaper(selected, vectors.shape[1])):
+            ids, scores = self._dense(vectors, selected)
+            scores = self._adjusted(scores, self._position_category, query)
         else:
-            ids, scores = self._best_per_category(queries, selected, k + _max_excluded(exclude))
+            ids, scores = self._best_per_category(vectors, selected, k + _max_excluded(exclude), query)
         ids, values = top_k(mask_excluded(ids, scores, exclude), k, ids)
         return _trim(ids, values, k, self.n_items)
 
@@ -271,6 +263,10 @@ class CategoryIndex:
             column += width
         return ids, scores
 
+    def _adjusted(self, inner: torch.Tensor, categories: torch.Tensor, query: ItemQuery) -> torch.Tensor:
+        # The query's per-category terms on whole chosen categories (a no-op for plain inner products).
+        return category_adjusted(inner, categories, query, n_categories=self.sizes.numel())
+
     def _dense_is_cheaper(self, selected: torch.Tensor, dim: int) -> bool:
         # Multiply-adds of each strategy, plus the fixed cost of each distinct block.
         blocks = (
@@ -283,15 +279,18 @@ class CategoryIndex:
         scores.masked_fill_(~selected[:, self._position_category], NEG_INF)
         return self.order.expand(scores.shape), scores
 
-    def _best_per_category(self, queries: torch.Tensor, selected: torch.Tensor, fetch: int):
+    def _best_per_category(self, queries: torch.Tensor, selected: torch.Tensor, fetch: int, query: ItemQuery):
         # Each chosen category's block is read once and multiplied with the queries of every row choosing it;
-        # each row keeps the block's best `fetch` (ties by item_idx, which follows the block's columns).
+        # each row keeps the block's best `fetch` (ties by item_idx, which follows the block's columns). The
+        # query's category terms are applied to the whole block first (its normaliser needs every item).
         pairs = selected.T.nonzero()  # (P, 2) (category, row), grouped by category
         categories, counts = torch.unique_consecutive(pairs[:, 0], return_counts=True)
         rows_out, scores_out, ids_out = [], [], []
         for category, rows in zip(categories.tolist(), pairs[:, 1].split(counts.tolist()), strict=True):
             start, size = self._starts[category], self._sizes[category]
             block = queries[rows] @ self.embeddings[start : start + size].T  # (b, size)
+            if query.category_offsets is not None or query.normalise_within_category:
+                block = self._adjusted(block, torch.full((size,), category), query.rows(rows))
             columns = top_columns(block, fetch, self._positions[:size])
             if size > fetch:
                 block = block.gather(1, columns)

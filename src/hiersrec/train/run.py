@@ -1,8 +1,12 @@
-"""A training run end to end: configuration + training data -> trained model -> run directory.
+"""A run end to end, for any registered model: configuration + training data -> model -> run directory.
 
 `TrainingData` is the only thing a run receives from a dataset: the sessions to fit on, the validation
 sessions, the vocabulary and the catalogue. It is built from a `PreparedDataset` by dropping the test
 split, so no code path of training or model selection can read test sessions.
+
+A neural model is trained by the training loop with early stopping on the validation sessions. A fitted
+model is fitted in closed form on all training sessions (as ``hiersrec evaluate --model`` fits it), after an
+optional random search of its hyperparameters on the validation tail (`hiersrec.tuning`).
 """
 
 from __future__ import annotations
@@ -18,16 +22,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from hiersrec.config import RunConfig, config_from_dict
+from hiersrec.artifact import CONFIG, Artifact, read_json, save_artifact
+from hiersrec.config import FittedModelConfig, RunConfig, config_from_dict
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.prepared import PreparedDataset
 from hiersrec.data.sessions import SessionData
 from hiersrec.data.vocab import Vocab
 from hiersrec.errors import ArtifactError, ConfigError
-from hiersrec.models.hiersrec import HierSRec, ItemFeatures
+from hiersrec.files import write_json_atomic
+from hiersrec.models import is_neural, make_model, search_space
 from hiersrec.provenance import provenance
-from hiersrec.train.artifact import CHECKPOINT, Artifact, read_json, save_artifact, write_json
+from hiersrec.train.checkpoint import CHECKPOINT, CURVE, plot_curve, write_log
 from hiersrec.train.loop import TrainResult, resolve_device, train
+from hiersrec.tuning import TuningResult, tune_baseline
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +60,8 @@ class TrainingData:
         validation: description of the validation split, recorded in ``meta.json``.
         protocol: evaluation cases of this data: ``"all_prefixes"``, or ``"last_item"`` for leave-one-out.
         fingerprint: the dataset's content fingerprint when it has one (prepared folders).
+        all_train: every training session (``train`` and the validation tail together), what a fitted
+            model is finally fitted on; None when unknown.
     """
 
     name: str
@@ -63,6 +72,7 @@ class TrainingData:
     validation: dict[str, Any]
     protocol: str = "all_prefixes"
     fingerprint: str | None = None
+    all_train: SessionData | None = None
 
     @classmethod
     def from_prepared(cls, dataset: PreparedDataset, valid_fraction: float = 0.1) -> TrainingData:
@@ -84,6 +94,7 @@ class TrainingData:
             validation=validation,
             protocol=dataset.default_protocol,
             fingerprint=dataset.provenance.get("fingerprint"),
+            all_train=dataset.train,
         )
 
     @classmethod
@@ -109,17 +120,30 @@ class TrainingData:
 
 
 def fit_run(
-    config: RunConfig, data: TrainingData, run_dir: str | Path, *, resume: bool = False, stop_after: int | None = None
-) -> tuple[Artifact, TrainResult]:
-    """Build HierSRec from ``config``, train it on ``data`` and write the run directory.
+    config: RunConfig,
+    data: TrainingData,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    stop_after: int | None = None,
+    tune_trials: int = 0,
+    show_progress: bool = False,
+) -> tuple[Artifact, TrainResult | TuningResult | None]:
+    """Build the configured model, train or fit it on ``data`` and write the run directory.
 
     Args:
-        config: the run configuration (``model.n_items`` / ``n_categories`` are filled from the data).
+        config: the run configuration (a neural model's ``n_items`` / ``n_categories`` are filled from the data).
         data: training and validation sessions (never the test split).
         run_dir: output directory; must be new or empty unless ``resume``.
-        resume: continue an interrupted run in ``run_dir`` (its saved config must match ``config``).
-        stop_after: stop after this many epochs of the configured schedule (with `TrainingData.for_refit`:
-            the number of epochs chosen on validation).
+        resume: continue an interrupted training in ``run_dir`` (its saved config must match ``config``).
+        stop_after: neural models: stop after this many epochs of the configured schedule (with
+            `TrainingData.for_refit`: the number of epochs chosen on validation).
+        tune_trials: fitted models: random-search trials on the validation tail before the final fit
+            (0: fit the configured hyperparameters as they are).
+        show_progress: fitted models: a progress bar over the tuning trials.
+
+    Returns:
+        The saved `Artifact`, and the `TrainResult` (neural), the `TuningResult` (fitted and tuned) or None.
 
     Raises:
         ArtifactError: ``run_dir`` holds another run (without ``resume``) or nothing to resume.
@@ -127,12 +151,67 @@ def fit_run(
     """
     if not isinstance(data, TrainingData):
         raise TypeError("fit_run takes TrainingData (train + validation only); use TrainingData.from_prepared")
-    run_dir = Path(run_dir)
-    config = RunConfig(data=config.data, model=config.model.with_catalog(data.catalog), train=config.train)
-    features = ItemFeatures.from_catalog(data.catalog, config.model, config.data.text_cache_dir or None)
-    _prepare_run_dir(run_dir, config, resume)
+    if is_neural(config.model_name):
+        if tune_trials:
+            raise ConfigError("tuning trials are for fitted models; a neural model is selected by early stopping")
+        return _train_neural(config, data, Path(run_dir), resume, stop_after)
+    if resume:
+        raise ConfigError(f"model {config.model_name!r} is fitted in one go: there is nothing to resume")
+    return _fit_closed_form(config, data, Path(run_dir), tune_trials, show_progress)
+
+
+def _fit_closed_form(
+    config: RunConfig, data: TrainingData, run_dir: Path, tune_trials: int, show_progress: bool
+) -> tuple[Artifact, TuningResult | None]:
+    name, params = config.model_name, config.model_params
+    _prepare_run_dir(run_dir, config, resume=False)
+    fit_sessions = data.all_train if data.all_train is not None else data.train
+    tuning = None
+    if tune_trials:
+        # Values set in the configuration are held fixed; the rest of the model's space is searched.
+        space = {**search_space(name), **{key: [value] for key, value in params.items()}}
+        tuning = tune_baseline(
+            name,
+            fit_sessions,
+            data.catalog,
+            n_trials=tune_trials,
+            space=space,
+            valid_fraction=config.data.valid_fraction,
+            metric="mrr@20" if hasattr(make_model(name), "score") else "cat_acc@1",
+            show_progress=show_progress,
+        )
+        params = tuning.best_params
+        config = dataclasses.replace(config, model=FittedModelConfig(name=name, params=params))
+    started = time.perf_counter()
+    model = make_model(name, params).fit(fit_sessions, data.catalog)
+    fit_seconds = time.perf_counter() - started
+    metrics = {
+        "valid": {} if tuning is None else tuning.trials[_best_trial(tuning)]["metrics"],
+        "fit_seconds": fit_seconds,
+        "tuning": None if tuning is None else tuning.to_dict(),
+    }
+    meta = {
+        **_run_meta(config, data, fit_sessions),
+        "device": "cpu",
+        "fitted_on": "all training sessions (the validation tail included)",
+    }
+    popularity = fit_sessions.item_counts(data.catalog.n_items)
+    save_artifact(run_dir, model, data.vocab, data.catalog, config, meta, metrics, popularity)
+    return Artifact(model, data.vocab, data.catalog, config, meta, metrics, popularity), tuning
+
+
+def _best_trial(tuning: TuningResult) -> int:
+    return next(i for i, trial in enumerate(tuning.trials) if trial["params"] == tuning.best_params)
+
+
+def _train_neural(
+    config: RunConfig, data: TrainingData, run_dir: Path, resume: bool, stop_after: int | None
+) -> tuple[Artifact, TrainResult]:
     torch.manual_seed(config.train.seed)  # initial weights
-    model = HierSRec(config.model, features)
+    text_cache = config.data.text_cache_dir or None
+    model = make_model(config.model_name, config.model_params, data.catalog, text_cache_dir=text_cache)
+    config = dataclasses.replace(config, model=model.config)  # with the sizes of the data
+    _prepare_run_dir(run_dir, config, resume)
     started = time.time()
     result = train(
         model, data.train, data.valid, data.catalog, config.train,
@@ -150,21 +229,29 @@ def fit_run(
         "mean_epoch_seconds": float(np.mean(epoch_seconds)),
     }
     meta = {
-        **provenance(),
+        **_run_meta(config, data, data.train),
         "device": str(resolve_device(config.train.device)),
         "seed": config.train.seed,
-        "dataset": data.name,
-        "data_fingerprint": data.fingerprint,
-        "train_sessions_sha256": sessions_digest(data.train),
-        "validation_split": data.validation,
         "resumed": resume,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "wall_seconds_this_process": time.time() - started,
     }
     popularity = data.train.item_counts(data.catalog.n_items)
-    save_artifact(run_dir, model, data.vocab, data.catalog, config, meta, metrics, result.history, popularity)
-    artifact = Artifact(model, data.vocab, data.catalog, config, meta, metrics, popularity)
-    return artifact, result
+    write_log(run_dir, result.history)
+    plot_curve(run_dir / CURVE, result.history)
+    save_artifact(run_dir, model, data.vocab, data.catalog, config, meta, metrics, popularity)
+    return Artifact(model, data.vocab, data.catalog, config, meta, metrics, popularity), result
+
+
+def _run_meta(config: RunConfig, data: TrainingData, fitted_on: SessionData) -> dict[str, Any]:
+    return {
+        **provenance(),
+        "model": config.model_name,
+        "dataset": data.name,
+        "data_fingerprint": data.fingerprint,
+        "train_sessions_sha256": sessions_digest(fitted_on),
+        "validation_split": data.validation,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def _outcome_fields(config: RunConfig) -> RunConfig:
@@ -177,11 +264,11 @@ def _prepare_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
     if resume:
         if not (run_dir / CHECKPOINT).is_file():
             raise ArtifactError(f"cannot resume: {run_dir} has no {CHECKPOINT}; start the run without --resume")
-        saved = config_from_dict(read_json(run_dir / "config.json"))
+        saved = config_from_dict(read_json(run_dir / CONFIG))
         if _outcome_fields(saved) != _outcome_fields(config):
             raise ConfigError(f"--resume: the configuration differs from the one {run_dir} was started with")
         return
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ArtifactError(f"{run_dir} is not empty; choose a new --out, or continue it with --resume")
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", config.to_dict())
+    write_json_atomic(run_dir / CONFIG, config.to_dict())

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hiersrec.train.softmax import softmax_cross_entropy_sum
+from hiersrec.models._chunked_softmax import softmax_cross_entropy_sum
 
 
 def reference(query, table, targets, bias=0.0):

@@ -1,0 +1,234 @@
+"""The run directory: everything scoring needs for a model of any kind, loaded without unpickling code.
+
+A finished run directory holds::
+
+    config.json       resolved run configuration (data, model with its name and hyperparameters, train)
+    weights.pt        a neural model's state_dict (tensors only; loaded with weights_only=True), or
+    fitted_state.npz  a fitted model's learned arrays (loaded with allow_pickle=False) and
+    fitted_state.json   their layout
+    vocab.json        raw item / category ids of each index
+    catalog.npz       item categories and metadata columns (loaded with allow_pickle=False)
+    popularity.npy    click count of each item index in the training sessions (the recommender's fallback)
+    metrics.json      validation metrics of the selected model, run summary
+    meta.json         versions, commit, device, seed, data fingerprint, validation split, format_version
+
+Training adds its own files beside these (``train_log.jsonl``, ``curve.png``, ``checkpoint.pt``); nothing
+here reads them. Every file is written atomically; ``meta.json`` is written last and marks the run as
+complete. `load_artifact` is the only reader: evaluation, recommendation and serving all go through it, and
+`check_compatible` tells whether a run was made from a given dataset.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hiersrec.config import RunConfig, config_from_dict
+from hiersrec.data.catalog import ItemCatalog
+from hiersrec.data.prepared import PreparedDataset
+from hiersrec.data.vocab import Vocab
+from hiersrec.errors import ArtifactError, ConfigError
+from hiersrec.files import write_bytes_atomic, write_json_atomic, write_with_atomic
+from hiersrec.models import is_neural, make_model, model_class
+
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: HierSRec runs written before the category feed was its own module
+CONFIG = "config.json"
+META = "meta.json"
+WEIGHTS = "weights.pt"
+POPULARITY = "popularity.npy"
+
+
+@dataclass
+class Artifact:
+    """A loaded run: the model (neural ones in eval mode) and everything needed to score and explain it."""
+
+    model: Any
+    vocab: Vocab
+    catalog: ItemCatalog
+    config: RunConfig
+    meta: dict[str, Any]
+    metrics: dict[str, Any]
+    item_popularity: np.ndarray | None = None  # (V,) training click counts; None for runs saved without them
+
+    @property
+    def max_len(self) -> int | None:
+        """Longest context the model reads (None: the model reads whole sessions)."""
+        return getattr(getattr(self.model, "config", None), "max_len", None)
+
+
+def save_artifact(
+    run_dir: str | Path,
+    model: Any,
+    vocab: Vocab,
+    catalog: ItemCatalog,
+    config: RunConfig,
+    meta: dict[str, Any],
+    metrics: dict[str, Any],
+    item_popularity: np.ndarray | None = None,
+) -> Path:
+    """Write a complete run directory (``meta.json`` last) and return its path.
+
+    Args:
+        run_dir: the run directory (created if needed).
+        model: the trained or fitted model (a neural model's ``state_dict`` is saved; a fitted model saves
+            its learned arrays).
+        vocab: raw id maps.
+        catalog: item attributes.
+        config: the resolved `RunConfig` (its model is ``model``'s).
+        meta: provenance (``format_version`` is added).
+        metrics: validation metrics and run summary.
+        item_popularity: (V,) click counts of the training sessions, the fallback for empty sessions.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / CONFIG, config.to_dict())
+    if is_neural(config.model_name):
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        write_with_atomic(run_dir / WEIGHTS, lambda path: torch.save(state, path))
+    else:
+        model.save(run_dir)
+    write_json_atomic(
+        run_dir / "vocab.json", {"item_ids": list(vocab.item_ids), "category_ids": list(vocab.category_ids)}
+    )
+    write_bytes_atomic(run_dir / "catalog.npz", _catalog_bytes(catalog))
+    if item_popularity is not None:
+        write_bytes_atomic(run_dir / POPULARITY, _npy_bytes(np.asarray(item_popularity, dtype=np.int64)))
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    write_json_atomic(run_dir / META, {**meta, "format_version": FORMAT_VERSION})
+    return run_dir
+
+
+def load_artifact(run_dir: str | Path, map_location: str | torch.device = "cpu") -> Artifact:
+    """Load a run directory written by `save_artifact`, whatever its model.
+
+    Raises:
+        ArtifactError: the directory is missing, incomplete (no ``meta.json``: the run did not finish), of an
+            unknown format version, or one of its files is unreadable or does not fit the configuration.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ArtifactError(f"{run_dir}: no such run directory")
+    meta = read_json(run_dir / META, hint="the run is incomplete; finish it with 'hiersrec train ... --resume'")
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if version not in READABLE_VERSIONS:
+        raise ArtifactError(f"{run_dir / META}: format_version {version!r}, this hiersrec reads {READABLE_VERSIONS}")
+    try:
+        config = config_from_dict(read_json(run_dir / CONFIG), source=str(run_dir / CONFIG))
+    except ConfigError as error:
+        raise ArtifactError(str(error)) from error
+    model = _load_model(run_dir, config, version, map_location)
+    vocab_raw = read_json(run_dir / "vocab.json")
+    vocab = Vocab(item_ids=tuple(vocab_raw["item_ids"]), category_ids=tuple(vocab_raw["category_ids"]))
+    popularity_path = run_dir / POPULARITY
+    popularity = np.load(popularity_path, allow_pickle=False) if popularity_path.is_file() else None
+    catalog = _read_catalog(run_dir / "catalog.npz")
+    return Artifact(model, vocab, catalog, config, meta, read_json(run_dir / "metrics.json"), popularity)
+
+
+def check_compatible(artifact: Artifact, dataset: PreparedDataset, run: str | Path = "the run") -> None:
+    """Raise `ArtifactError` unless ``artifact`` was made from ``dataset`` (fingerprint and vocabulary).
+
+    Every consumer that scores a run on a dataset (evaluation, candidate evaluation, benchmarks) asks this.
+    """
+    trained_on = artifact.meta.get("data_fingerprint")
+    fingerprint = dataset.provenance.get("fingerprint")
+    if trained_on and fingerprint and trained_on != fingerprint:
+        raise ArtifactError(
+            f"{run} was trained on data with fingerprint {trained_on}, but the dataset has {fingerprint}; "
+            "evaluate on the dataset the run was trained on"
+        )
+    if artifact.vocab.item_ids != dataset.vocab.item_ids:
+        raise ArtifactError(f"{run}: the run's item vocabulary differs from the dataset's; wrong --data?")
+
+
+def read_json(path: Path, hint: str = "") -> Any:
+    """Parse a JSON file of a run directory, or raise `ArtifactError` naming it."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise ArtifactError(f"{path}: not found" + (f"; {hint}" if hint else "")) from error
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ArtifactError(f"{path}: unreadable ({error})") from error
+
+
+def _load_model(run_dir: Path, config: RunConfig, version: int, map_location: str | torch.device) -> Any:
+    name = config.model_name
+    if not is_neural(name):
+        return make_model(name, config.model_params).load(run_dir)
+    state = load_tensors(run_dir / WEIGHTS, map_location)
+    if version == 1:
+        state = _upgrade_v1_state(state)
+    try:
+        return model_class(name).from_state_dict(config.model, state)
+    except ConfigError as error:
+        raise ArtifactError(f"{run_dir / WEIGHTS}: {error}") from error
+
+
+def _upgrade_v1_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # Version 1 kept the category feed's layers on the model itself.
+    renames = (
+        ("feed_proj.", "category_feed.proj."),
+        ("feed.", "category_feed.ffn."),
+        ("prior_weight", "category_feed.prior_weight"),
+    )
+    upgraded = {}
+    for key, value in state.items():
+        for old, new in renames:
+            if key.startswith(old):
+                key = new + key[len(old) :]
+                break
+        upgraded[key] = value
+    return upgraded
+
+
+def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """A file of tensors, numbers, strings, lists and dicts only (``weights_only``: no code is unpickled).
+
+    Raises:
+        ArtifactError: the file is missing, corrupt or holds anything else.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError as error:
+        raise ArtifactError(f"{path}: not found") from error
+    except Exception as error:  # a corrupt or foreign file: torch raises several kinds
+        raise ArtifactError(f"{path}: cannot be loaded as tensors only ({error})") from error
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _catalog_bytes(catalog: ItemCatalog) -> bytes:
+    arrays = {"item_category": catalog.item_category, "n_categories": np.array(catalog.n_categories)}
+    arrays.update({f"categorical__{name}": column for name, column in catalog.categorical.items()})
+    arrays.update({f"numeric__{name}": column for name, column in catalog.numeric.items()})
+    if catalog.text is not None:
+        arrays["text"] = np.array(catalog.text, dtype=str)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _read_catalog(path: Path) -> ItemCatalog:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError) as error:
+        raise ArtifactError(f"{path}: unreadable catalogue ({error})") from error
+    return ItemCatalog(
+        item_category=arrays["item_category"],
+        n_categories=int(arrays["n_categories"]),
+        categorical={k.split("__", 1)[1]: v for k, v in arrays.items() if k.startswith("categorical__")},
+        numeric={k.split("__", 1)[1]: v for k, v in arrays.items() if k.startswith("numeric__")},
+        text=tuple(arrays["text"].tolist()) if "text" in arrays else None,
+    )
