@@ -9,9 +9,9 @@ For each dataset (SR-GNN TSV folders under ``--data-dir``) and each baseline:
 2. refit with the best configuration on the full training split (timed);
 3. one evaluation on the test split: every prefix of every test session, full ranking, pessimistic ties.
 
-Writes ``benchmarks/results/baselines-<dataset>.json`` (every trial, the chosen parameters, test metrics,
-timings, command, commit, machine, date) and ``benchmarks/results/baselines.md`` (the tables of all the
-JSON files present).
+Writes, per dataset, ``benchmarks/results/baselines-<dataset>-<date>.json`` (every trial, the chosen
+parameters, test metrics, timings; the command, commit, machine and date in its header) and the same name
+``.md`` (the table), through ``reporting.py``.
 
     .venv/bin/python benchmarks/baselines.py                      # both datasets, default budget
     .venv/bin/python benchmarks/baselines.py --datasets diginetica --trials 4 --models sr sknn
@@ -20,28 +20,20 @@ JSON files present).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import logging
-import os
-import platform
-import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from hiersrec.data.ingest.srgnn import read_srgnn_dir
 from hiersrec.eval.protocol import evaluate
 from hiersrec.models import BASELINES, make_baseline, search_space
 from hiersrec.tuning import tune_baseline
+from reporting import REPO, RESULTS, results_header, results_stem, write_results
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 TEST_KS = (5, 10, 20)
 TABLE_METRICS = ("hr@10", "hr@20", "mrr@10", "mrr@20", "ndcg@10", "ndcg@20", "cat_acc@1")
 
@@ -57,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--valid-fraction", type=float, default=0.1)
     parser.add_argument("--max-valid-sessions", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder of the results files")
     return parser.parse_args(argv)
 
 
@@ -131,74 +123,38 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
             "metric": "mrr@20 (cat_acc@1 for last_category)",
         },
         "results": rows,
-        **provenance(),
+        "numpy_version": np.__version__,
     }
 
 
-def provenance() -> dict[str, Any]:
-    """Command, commit, machine and date of this run."""
-
-    def git(*arguments: str) -> str:
-        return subprocess.run(["git", *arguments], cwd=REPO, capture_output=True, text=True).stdout.strip()
-
-    return {
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "uncommitted_changes": git(
-            "status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks"
-        ).splitlines(),
-        "machine": f"{cpu_name()}, {os.cpu_count()} logical CPUs (shared with other jobs), {platform.platform()}",
-        "software": f"python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}",
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
-
-
-def cpu_name() -> str:
-    """The processor's model name (Linux), else what `platform` knows."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-def markdown(records: list[dict[str, Any]]) -> str:
-    """The results tables (metrics in %) with how they were produced."""
-    lines = ["# Non-neural baselines", ""]
-    for record in records:
-        validation = record["validation"]
-        lines += [
-            f"## {record['dataset']}",
-            "",
-            f"{record['train_sessions']:,} train / {record['test_sessions']:,} test sessions; test: "
-            f"{record['results'][0]['test_cases']:,} prefixes ranked against all {record['results'][0]['n_items']:,} "
-            f"items ({record['protocol']}). Tuning: {validation['trials']} random configurations (defaults first), "
-            f"fitted on the first {1 - validation['fraction']:.0%} of the training sessions and scored by "
-            f"{validation['metric']} on the first {validation['max_sessions']:,} sessions of the last "
-            f"{validation['fraction']:.0%}; the chosen one refitted on all training sessions; test evaluated once.",
-            "",
-            "| model | " + " | ".join(TABLE_METRICS) + " | fit s | eval s | chosen parameters |",
-            "|---|" + "---:|" * (len(TABLE_METRICS) + 2) + "---|",
-        ]
-        for row in record["results"]:
-            cells = [f"{100 * row['metrics'][m]:.2f}" if m in row["metrics"] else "" for m in TABLE_METRICS]
-            params = ", ".join(f"{k}={v}" for k, v in row["params"].items() if k != "name") or "-"
-            lines.append(
-                f"| {row['model']} | "
-                + " | ".join(cells)
-                + f" | {row['fit_seconds']:.1f} | {row['eval_seconds']:.1f} | {params} |"
-            )
-        lines += [
-            "",
-            f"Command: `{record['command']}`; commit `{record['commit']}`"
-            + (f" (uncommitted: {', '.join(record['uncommitted_changes'])})" if record["uncommitted_changes"] else "")
-            + f"; {record['date']}.",
-            f"Machine: {record['machine']}; {record['software']}. Times are wall seconds on shared cores "
-            "(pessimistic); eval s includes the evaluator's ranking of all items.",
-            "",
-        ]
-    return "\n".join(lines)
+def markdown(record: dict[str, Any]) -> str:
+    """The results table of one dataset (metrics in %) with how the baselines were tuned and tested."""
+    validation = record["validation"]
+    lines = [
+        f"{record['train_sessions']:,} train / {record['test_sessions']:,} test sessions; test: "
+        f"{record['results'][0]['test_cases']:,} prefixes ranked against all {record['results'][0]['n_items']:,} "
+        f"items ({record['protocol']}). Tuning: {validation['trials']} random configurations (defaults first), "
+        f"fitted on the first {1 - validation['fraction']:.0%} of the training sessions and scored by "
+        f"{validation['metric']} on the first {validation['max_sessions']:,} sessions of the last "
+        f"{validation['fraction']:.0%}; the chosen one refitted on all training sessions; test evaluated once.",
+        "",
+        "| model | " + " | ".join(TABLE_METRICS) + " | fit s | eval s | chosen parameters |",
+        "|---|" + "---:|" * (len(TABLE_METRICS) + 2) + "---|",
+    ]
+    for row in record["results"]:
+        cells = [f"{100 * row['metrics'][m]:.2f}" if m in row["metrics"] else "" for m in TABLE_METRICS]
+        params = ", ".join(f"{k}={v}" for k, v in row["params"].items() if k != "name") or "-"
+        lines.append(
+            f"| {row['model']} | "
+            + " | ".join(cells)
+            + f" | {row['fit_seconds']:.1f} | {row['eval_seconds']:.1f} | {params} |"
+        )
+    lines += [
+        "",
+        f"numpy {record['numpy_version']}. Times are wall seconds on shared cores (pessimistic); eval s includes "
+        "the evaluator's ranking of all items.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -206,11 +162,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.datasets:
+        header = results_header(__file__, argv)
         record = run_dataset(name, args)
-        (args.out / f"baselines-{name}.json").write_text(json.dumps(record, indent=1) + "\n")
-    records = [json.loads(path.read_text()) for path in sorted(args.out.glob("baselines-*.json"))]
-    (args.out / "baselines.md").write_text(markdown(records))
-    logger.info("wrote %s", args.out / "baselines.md")
+        stem = results_stem("baselines", name, directory=args.out)
+        _, markdown_path = write_results(stem, header, record, f"Non-neural baselines on {name}", markdown(record))
+        logger.info("wrote %s", markdown_path)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import subprocess
@@ -27,9 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hiersrec.data.ingest import open_dataset
-from hiersrec.provenance import provenance
+from reporting import resolve_stem, results_header, write_results
 
-RESULTS = Path(__file__).parent / "results"
 WORK = Path(__file__).parent / "work"
 WRITE_ROWS = 100_000  # sessions generated and written at a time (bounded memory here too)
 
@@ -44,7 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=WORK, help="where the input and output files go")
-    parser.add_argument("--out", type=Path, default=None, help="results stem (default results/batch_recommend-...)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results stem (default results/batch_recommend-<run>-<date>)"
+    )
     return parser.parse_args(argv)
 
 
@@ -134,18 +134,13 @@ def main(argv: list[str] | None = None) -> None:
         results.append(row)
         print(json.dumps(row), file=sys.stderr)
         output.unlink()
+    header = results_header(__file__, argv)
     payload = {
-        "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/batch_recommend.py", *(argv if argv is not None else sys.argv[1:])]),
-        "provenance": provenance(),
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "args": {key: (str(v) if isinstance(v, Path) else v) for key, v in vars(args).items()},
         "results": results,
     }
-    stem = args.out or RESULTS / f"batch_recommend-{args.run.name}-{dt.date.today().isoformat()}"
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
     rows = "\n".join(
         f"| {r['sessions']:,} | {r['input_mib']:.0f} | {r['output_mib']:.0f} | {r['seconds']:.0f} | "
         f"{r['sessions_per_second']:,.0f} | {r['peak_rss_gib']:.2f} | {r['rows_with_k_items']:,} |"
@@ -153,10 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     budget = f", --candidate-budget {args.candidate_budget}" if args.candidate_budget else " (full ranking)"
     markdown = (
-        f"# Batch scoring: `hiersrec recommend {args.run} --input ... --output ...` ({payload['date']})\n\n"
-        f"Command: `{payload['command']}`  \nCommit: {payload['provenance']['commit']}; machine: "
-        f"{payload['provenance']['machine']}; load average before/after: {payload['load_before']} / "
-        f"{payload['load_after']}.\n\n"
+        f"Load average before/after: {payload['load_before']} / {payload['load_after']}.\n\n"
         f"Sessions: test-split prefixes of {args.data} drawn with replacement (one row per session, raw ids); "
         f"k = {args.k}, batch size {args.batch_size}{budget}. Peak RSS is the command's whole process "
         "(model, torch, reader and writer; `wait4` of that process); the output is read back and checked "
@@ -165,7 +157,9 @@ def main(argv: list[str] | None = None) -> None:
         "|---:|---:|---:|---:|---:|---:|---:|\n"
         f"{rows}\n"
     )
-    stem.with_suffix(".md").write_text(markdown)
+    stem = resolve_stem(args.out, "batch_recommend", args.run.name)
+    title = f"Batch scoring: `hiersrec recommend {args.run} --input ... --output ...`"
+    write_results(stem, header, payload, title, markdown)
     print(markdown)
 
 

@@ -16,8 +16,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import logging
 import os
 import sys
@@ -27,13 +25,12 @@ import numpy as np
 import torch
 
 from hiersrec.data.ingest import open_dataset
-from hiersrec.provenance import provenance
 from hiersrec.retrieval.category import CandidateBudget
 from hiersrec.retrieval.evaluate import DEFAULT_BUDGETS, CandidateReport, evaluate_candidates, format_candidate_table
 from hiersrec.train.artifact import load_artifact
 from hiersrec.train.run import TrainingData
+from reporting import resolve_stem, results_header, sibling, write_figure, write_results
 
-RESULTS = Path(__file__).parent / "results"
 TARGETS = {"candidate_recall": 0.95, "hr": 0.98, "mrr": 0.99}  # at the 4% budget (issue 4)
 
 
@@ -64,7 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--nprobe", default="1,2,4,8,16,32,64,128", help="IVF cells searched (comparison)")
     parser.add_argument("--ef-search", default="16,32,64,128,256,512,1024", help="HNSW beam widths (comparison)")
-    parser.add_argument("--out", type=Path, default=None, help="results stem (default results/candidates-...)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results stem (default results/candidates-<dataset>-<date>)"
+    )
     return parser.parse_args(argv)
 
 
@@ -132,7 +131,7 @@ def plot(report: CandidateReport, path: Path) -> None:
         right.legend()
     fig.suptitle(f"{report.extra.get('dataset', '')}: category candidates vs full ranking ({report.n_cases} cases)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_figure(fig, path)
 
 
 def _order_of(label: str) -> str | None:
@@ -249,20 +248,16 @@ def main(argv: list[str] | None = None) -> None:
             "dataset": dataset.name,
             "split": "test",
             "run": str(args.run),
-            "command": " ".join(["python", "benchmarks/candidates.py", *(argv if argv is not None else sys.argv[1:])]),
-            "date": dt.datetime.now().isoformat(timespec="seconds"),
             "threads": args.threads,
             "load_before": [round(x, 2) for x in load_before],
             "load_after": [round(x, 2) for x in os.getloadavg()],
             "targets_at_4pct": check_targets(report),
             "targets_at_4pct_paper_order": check_targets(report, "4%:probability"),
-            **provenance(),
         }
     )
-    stem = args.out or RESULTS / f"candidates-{dataset.name}-{dt.date.today().isoformat()}"
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    plot(report, stem.with_suffix(".png"))
+    header = results_header(__file__, argv)
+    stem = resolve_stem(args.out, "candidates", dataset.name)
+    plot(report, sibling(stem, ".png"))
     valid_section = (
         f"Validation split ({valid_report.n_cases} cases of the train tail the run was early-stopped on; "
         f"how the two orders compare before any test figure is read):\n\n```\n{format_candidate_table(valid_report)}"
@@ -271,9 +266,7 @@ def main(argv: list[str] | None = None) -> None:
         else ""
     )
     markdown = (
-        f"# Category candidates vs full ranking: {dataset.name} test split ({report.extra['date']})\n\n"
-        f"Command: `{report.extra['command']}`  \nCommit: {report.extra['commit']}; machine: "
-        f"{report.extra['machine']}; threads: {args.threads}; load average before/after: {list(load_before)} / "
+        f"Threads: {args.threads}; load average before/after: {list(load_before)} / "
         f"{report.extra['load_after']} (a shared machine: latencies are pessimistic).\n\n"
         "Budgets: `4%` takes categories by probability per item (the default), `4%:probability` most probable "
         "first (the paper's order).\n\n"
@@ -283,9 +276,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{_targets_markdown(report.extra['targets_at_4pct'])}\n\n"
         f"The paper's order:\n\n{_targets_markdown(report.extra['targets_at_4pct_paper_order'])}\n\n"
         + ann_markdown(ann, args)
-        + f"![budgets]({stem.with_suffix('.png').name})\n"
+        + f"![budgets]({sibling(stem, '.png').name})\n"
     )
-    stem.with_suffix(".md").write_text(markdown)
+    title = f"Category candidates vs full ranking: {dataset.name} test split"
+    write_results(stem, header, report.to_dict(), title, markdown)
     print(markdown)
 
 

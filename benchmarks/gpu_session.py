@@ -6,7 +6,8 @@ The GPU machine has no polars, so the datasets travel as prepared folders (pyarr
 ``hiersrec data prepare --source srgnn|recbole -i ../shared/data/... --out .gpu_data/<name>``, and the MiniLM text
 cache of amazon-scientific is computed here into ``.gpu_data/text_cache``. Run there as
 ``HIERSREC_COMMIT=<commit> python3 benchmarks/gpu_session.py`` with ``$OUT`` set; merge the results here with
-``benchmarks/merge_runs.py``.
+``benchmarks/merge_runs.py``. Each stage's results are named as ``reporting.py`` names them
+(``$OUT/r/hiersrec_ablation-diginetica-<date>.jsonl``, ...).
 """
 
 import json
@@ -16,12 +17,20 @@ import sys
 import time
 from pathlib import Path
 
+from reporting import results_stem, sibling
+
 OUT = Path(os.environ["OUT"]) / "r"
 OUT.mkdir(parents=True, exist_ok=True)
 T0 = time.time()
 PY = sys.executable
 BENCH = "benchmarks/hiersrec_accuracy.py"
 env = dict(os.environ, PYTHONPATH="src:benchmarks", PYTHONUNBUFFERED="1")
+stems = {
+    "amazon": results_stem("hiersrec_text", "amazon-scientific", directory=OUT),
+    "sweep": results_stem("hiersrec_sweep", "diginetica", directory=OUT),
+    "diginetica": results_stem("hiersrec_ablation", "diginetica", directory=OUT),
+    "yoochoose1_64": results_stem("hiersrec_ablation", "yoochoose1_64", directory=OUT),
+}
 
 
 def start(args, log):
@@ -56,7 +65,7 @@ amazon = start(
         "--set",
         "data.text_cache_dir=.gpu_data/text_cache",
         "--out",
-        str(OUT / "amazon"),
+        str(stems["amazon"]),
         *common,
     ],
     "amazon.log",
@@ -89,15 +98,16 @@ sw = start(
         "--set",
         "train.epochs=15",
         "--out",
-        str(OUT / "sweep"),
+        str(stems["sweep"]),
         *common,
     ],
     "sweep.log",
 )
 wait([sw], 230)
 best, best_mrr = "", -1.0
-if (OUT / "sweep.jsonl").is_file():
-    for line in (OUT / "sweep.jsonl").read_text().splitlines():
+sweep_runs = sibling(stems["sweep"], ".jsonl")
+if sweep_runs.is_file():
+    for line in sweep_runs.read_text().splitlines():
         r = json.loads(line)
         mrr = r["valid"].get("mrr@20", -1)
         print(
@@ -131,7 +141,7 @@ dg = start(
         "train.epochs=15",
         *chosen,
         "--out",
-        str(OUT / "diginetica"),
+        str(stems["diginetica"]),
         *common,
     ],
     "diginetica.log",
@@ -152,7 +162,7 @@ yc = start(
         "train.epochs=15",
         *chosen,
         "--out",
-        str(OUT / "yoochoose1_64"),
+        str(stems["yoochoose1_64"]),
         *common,
     ],
     "yoochoose.log",

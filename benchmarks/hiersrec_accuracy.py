@@ -20,7 +20,8 @@ use it for tuning sweeps. Variants differ by configuration only:
 
 Runs go in parallel worker processes (``--parallel``), one torch thread each; results are appended to
 ``<out>.jsonl`` as each run finishes, and summarised (mean +- std over seeds) in ``<out>.json`` and
-``<out>.md`` with the command, commit, machine and date.
+``<out>.md`` with the command, commit, machine and date (``<out>`` defaults to
+``benchmarks/results/hiersrec_accuracy-<dataset>-<date>``, see ``reporting.py``).
 
     .venv/bin/python benchmarks/hiersrec_accuracy.py --dataset diginetica --seeds 0,1,2 \\
         --variants hierarchical,flat,single,hierarchical_nocat,single_nocat --device auto --parallel 2
@@ -37,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from hiersrec_common import DATASETS, REPO, header_lines, resolve
-from hiersrec_common import header as make_header
+from hiersrec_common import DATASETS, REPO, resolve
+from reporting import header_lines, results_header, sibling, write_results
 
 VARIANTS = {
     "hierarchical": [],
@@ -198,20 +199,24 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return summary
 
 
-def markdown(summary: dict[str, dict[str, Any]], header: dict[str, Any]) -> str:
-    """The summary as markdown tables (metrics in %, mean +- std over seeds)."""
-    lines = [f"# HierSRec ablation on {header['dataset']}", ""]
-    lines += header_lines(header)
+def title(settings: dict[str, Any]) -> str:
+    """The results page's title."""
+    return f"HierSRec ablation on {settings['dataset']}"
+
+
+def markdown(summary: dict[str, dict[str, Any]], settings: dict[str, Any]) -> str:
+    """The settings as bullet lines, then the summary as markdown tables (metrics in %, mean +- std over seeds)."""
+    lines = header_lines(settings)
     titles = {
         "valid": "validation (selection split)",
         "test": "test (evaluated once per selected checkpoint)",
         "test_refit": "test of the refits (all training sessions, the epochs chosen on validation)",
     }
-    for split, title in titles.items():
+    for split, heading in titles.items():
         rows = [(name, entry[split]) for name, entry in summary.items() if split in entry]
         if not rows:
             continue
-        lines += ["", f"## {title}", "", "| variant | " + " | ".join(TABLE) + " | best epochs |"]
+        lines += ["", f"## {heading}", "", "| variant | " + " | ".join(TABLE) + " | best epochs |"]
         lines.append("|---" * (len(TABLE) + 2) + "|")
         for name, metrics in rows:
             cells = [
@@ -224,8 +229,8 @@ def markdown(summary: dict[str, dict[str, Any]], header: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    kind = "hiersrec_accuracy" + ("-valid" if args.valid_only else "")
-    dataset, preset, name, out = resolve(args.dataset, args.preset, kind, args.out)
+    benchmark = "hiersrec_accuracy_valid_only" if args.valid_only else "hiersrec_accuracy"
+    dataset, preset, name, out = resolve(args.dataset, args.preset, benchmark, args.out)
     common = [f"train.device={args.device}", "train.show_progress=false", *args.overrides]
     if args.precision:
         common.append(f"train.precision={args.precision}")
@@ -245,13 +250,16 @@ def main(argv: list[str] | None = None) -> None:
         for variant in args.variants.split(";" if ":" in args.variants else ",")
         for seed in (int(s) for s in args.seeds.split(","))
     ]
-    header = {
-        **make_header(name, preset, common),
+    header = results_header(__file__, argv)
+    settings = {
+        "dataset": name,
+        "preset": preset,
+        "common_overrides": common,
         "protocol": "full ranking, pessimistic ties; checkpoint chosen by validation MRR@k, test evaluated once",
     }
     records = []
     context = multiprocessing.get_context("spawn")
-    with context.Pool(args.parallel) as pool, open(out.with_suffix(".jsonl"), "a") as log:
+    with context.Pool(args.parallel) as pool, open(sibling(out, ".jsonl"), "a") as log:
         for record in pool.imap_unordered(run_one, jobs):
             records.append(record)
             log.write(json.dumps(record) + "\n")
@@ -260,9 +268,9 @@ def main(argv: list[str] | None = None) -> None:
                   f" valid {_short(record['valid'])} | test {_short(record.get('test', {}))}"
                   f" | refit {_short(record.get('test_refit', {}))}", flush=True)  # fmt: skip
     summary = summarise(records)
-    out.with_suffix(".json").write_text(json.dumps({**header, "summary": summary, "runs": records}, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(summary, header))
-    print(markdown(summary, header))
+    body = markdown(summary, settings)
+    write_results(out, header, {**settings, "summary": summary, "runs": records}, title(settings), body)
+    print(body)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hiersrec_common import DATASETS, header_lines, resolve
-from hiersrec_common import header as make_header
+from hiersrec_common import DATASETS, resolve
+from reporting import header_lines, results_header, write_results
 
 RECBOLE_SASREC_MINUTES = 24.0  # RecBole SASRec, width 64, diginetica, this kind of 2-core machine
 
@@ -95,10 +95,9 @@ def time_epoch(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def markdown(records: list[dict[str, Any]], header: dict[str, Any]) -> str:
-    """The timings as a markdown table."""
-    lines = [f"# HierSRec training speed on {header['dataset']}", ""]
-    lines += header_lines(header)
+def markdown(records: list[dict[str, Any]], settings: dict[str, Any]) -> str:
+    """The settings as bullet lines, then the timings as a markdown table."""
+    lines = header_lines(settings)
     lines += [
         "",
         "| precision | device | threads | epoch (min, wall) | epoch CPU (s) | epoch (min) if idle | sessions/s "
@@ -134,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
         for s in args.seeds.split(",")
         for p in args.precisions.split(",")
     ]
-    header = make_header(name, preset, common)
+    header = results_header(__file__, argv)
+    settings = {"dataset": name, "preset": preset, "common_overrides": common}
     records = []
     context = multiprocessing.get_context("spawn")
     for job in jobs:  # one at a time: concurrent runs would time each other
@@ -142,9 +142,9 @@ def main(argv: list[str] | None = None) -> None:
             record = pool.apply(time_epoch, (job,))
         records.append(record)
         print(json.dumps(record), flush=True)
-    out.with_suffix(".json").write_text(json.dumps({**header, "runs": records}, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(records, header))
-    print(markdown(records, header))
+    body = markdown(records, settings)
+    write_results(out, header, {**settings, "runs": records}, f"HierSRec training speed on {name}", body)
+    print(body)
 
 
 if __name__ == "__main__":

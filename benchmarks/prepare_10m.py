@@ -11,13 +11,13 @@ with 1,000 categories (2% of items without one). Step 2 runs, in a child process
 
 (SR-GNN thresholds otherwise: min session length 2, min item support 5) and measures its wall time and peak
 resident memory (``ru_maxrss`` of the child, which includes Python start-up and imports). Targets: under
-60 s and under 4 GB. One JSON line is appended to ``benchmarks/results/prepare_10m.jsonl``.
+60 s and under 4 GB. The result goes to ``benchmarks/results/prepare_10m-<clicks>-clicks-<date>.json`` and
+``.md`` (``reporting.py``); earlier runs are the lines of ``benchmarks/results/prepare_10m.jsonl``.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import resource
 import shutil
@@ -29,9 +29,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from hiersrec.provenance import provenance
+from reporting import count_label, resolve_stem, results_header, write_results
 
-RESULTS = Path(__file__).resolve().parent / "results" / "prepare_10m.jsonl"
 TARGET_SECONDS, TARGET_BYTES = 60.0, 4 * 1024**3
 
 
@@ -66,12 +65,13 @@ def write_log(directory: Path, n_clicks: int, seed: int = 0) -> tuple[Path, Path
     return log_path, items_path
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clicks", type=int, default=10_000_000)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/hiersrec-prepare-10m"))
-    parser.add_argument("--results", type=Path, default=RESULTS, help="JSON-lines file to append the result to")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, help="results stem (default results/prepare_10m-<clicks>-clicks-<date>)")
+    args = parser.parse_args(argv)
+    header = results_header(__file__, argv)
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
     started = time.perf_counter()
@@ -92,8 +92,7 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # Linux reports KiB
     summary = json.loads(child.stdout)
     result = {
-        "benchmark": "prepare_10m",
-        "command": " ".join(command),
+        "timed_command": " ".join(command),
         "clicks_in": args.clicks,
         "wall_seconds": round(wall, 2),
         "peak_rss_gib": round(peak / 1024**3, 3),
@@ -103,13 +102,26 @@ def main() -> None:
         "items": summary["items"],
         "categories": summary["categories"],
         "items_without_category_unknown": summary.get("items_without_category_unknown"),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        **provenance(),
     }
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    with args.results.open("a") as handle:
-        handle.write(json.dumps(result) + "\n")
+    verdict = "met" if result["meets_targets"] else "NOT met"
+    markdown = (
+        f"Timed command: `{result['timed_command']}`\n\n"
+        f"{args.clicks:,} synthetic clicks prepared in {result['wall_seconds']} s (wall) with "
+        f"{result['peak_rss_gib']} GiB peak resident memory (the child process, start-up and imports included). "
+        f"Targets (under {TARGET_SECONDS:.0f} s and {TARGET_BYTES / 1024**3:.0f} GiB): {verdict}.\n\n"
+        f"Output: {_count(result['train'])} train and {_count(result['test'])} test sessions, "
+        f"{_count(result['items'])} items, {_count(result['categories'])} categories (all counts in the JSON).\n"
+    )
+    stem = resolve_stem(args.out, "prepare_10m", f"{count_label(args.clicks)}-clicks")
+    write_results(stem, header, result, "Preparing a synthetic click log end to end", markdown)
     print(json.dumps(result, indent=2))
+
+
+def _count(value: object) -> str:
+    # A count of `hiersrec data prepare --json`: a number, or a split's summary ({"sessions": ..., ...}).
+    if isinstance(value, dict) and "sessions" in value:
+        value = value["sessions"]
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 if __name__ == "__main__":

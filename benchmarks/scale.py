@@ -28,9 +28,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gc
-import json
 import logging
 import os
 import sys
@@ -41,13 +39,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hiersrec.provenance import provenance
 from hiersrec.retrieval.category import CandidateBudget, CategoryLayout, select_categories
 from hiersrec.retrieval.index import CategoryIndex, ExactIndex
+from reporting import count_label, resolve_stem, results_header, sibling, write_figure, write_results
 
 logger = logging.getLogger("scale")
 K = 20
-RESULTS = Path(__file__).parent / "results"
 
 Search = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (queries, category logits) -> (B, K) item_idx
 
@@ -88,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads", type=int, default=1, help="torch and FAISS threads (1: the machine is shared, see README)"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None, help="results stem (default results/scale-DATE)")
+    parser.add_argument("--out", type=Path, default=None, help="results stem (default results/scale-<sizes>-<date>)")
     return parser.parse_args(argv)
 
 
@@ -299,16 +296,12 @@ def plot(results: list[dict], path: Path) -> None:
             ax.grid(True, alpha=0.3)
             ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_figure(fig, path)
 
 
 def markdown(payload: dict) -> str:
     lines = [
-        f"# Category candidates at scale ({payload['date']})",
-        "",
-        f"Command: `{payload['command']}`  ",
-        f"Commit: {payload['provenance']['commit']}; machine: {payload['provenance']['machine']}; "
-        f"threads: {payload['threads']}; load average before/after: {payload['load_before']} / "
+        f"Threads: {payload['threads']}; load average before/after: {payload['load_before']} / "
         f"{payload['load_after']} (other jobs shared the machine: timings are pessimistic).",
         "",
         "Synthetic catalogues (see the script's docstring); recall = share of the exact top 20 found. "
@@ -370,28 +363,25 @@ def main(argv: list[str] | None = None) -> None:
         faiss.omp_set_num_threads(args.threads)
     except ImportError:
         args.no_faiss = True
-    stem = args.out or RESULTS / f"scale-{dt.date.today().isoformat()}"
-    stem.parent.mkdir(parents=True, exist_ok=True)
+    sizes = args.items or [1_000_000]
+    stem = resolve_stem(args.out, "scale", "-".join(count_label(n_items) for n_items in sizes) + "-items")
     load_before = os.getloadavg()
     results = []
-    for n_items in args.items or [1_000_000]:
+    for n_items in sizes:
         results.append(run_size(n_items, args))
         gc.collect()
+    header = results_header(__file__, argv)
     payload = {
-        "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/scale.py", *(argv if argv is not None else sys.argv[1:])]),
-        "provenance": provenance(),
         "threads": args.threads,
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "plot": stem.with_suffix(".png").name,
+        "plot": sibling(stem, ".png").name,
         "results": results,
     }
-    stem.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
-    plot(results, stem.with_suffix(".png"))
-    stem.with_suffix(".md").write_text(markdown(payload))
-    print(stem.with_suffix(".md").read_text())
+    plot(results, sibling(stem, ".png"))
+    write_results(stem, header, payload, "Category candidates at scale", markdown(payload))
+    print(markdown(payload))
 
 
 if __name__ == "__main__":

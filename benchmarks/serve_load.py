@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import os
 import socket
@@ -30,9 +29,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from hiersrec.provenance import provenance
+from reporting import resolve_stem, results_header, write_results
 
-RESULTS = Path(__file__).parent / "results"
 TARGET_P99_MS = 20.0  # issue 4: p99 under 20 ms at 8 concurrent clients, no errors
 
 
@@ -49,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--server-threads", type=int, default=1, help="torch threads of the server")
     parser.add_argument("--model-thread", action="store_true", help="serve with --model-thread (a worker thread)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None, help="results stem (default results/serve_load-...)")
+    parser.add_argument("--out", type=Path, default=None, help="results stem (default results/serve_load-<run>-<date>)")
     return parser.parse_args(argv)
 
 
@@ -226,10 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     # The verdict takes the median round: one machine's rounds differ by up to 1.5x (other tenants of the host).
     at_8 = sorted((r for r in results if r["concurrency"] == 8), key=lambda r: r["p99_ms"])
     at_8 = at_8[len(at_8) // 2] if at_8 else None
+    header = results_header(__file__, argv)
     payload = {
-        "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/serve_load.py", *(argv if argv is not None else sys.argv[1:])]),
-        "provenance": provenance(),
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "model": {
@@ -248,9 +244,6 @@ def main(argv: list[str] | None = None) -> None:
             "met": bool(at_8 and at_8["p99_ms"] < TARGET_P99_MS and at_8["errors"] == 0),
         },
     }
-    stem = args.out or RESULTS / f"serve_load-{args.run.name}-{dt.date.today().isoformat()}"
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
     rows = "\n".join(
         f"| {r['round']} | {r['concurrency']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.2f} | "
         f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['throughput_rps']:.0f} |"
@@ -258,9 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     verdict = "met" if payload["target"]["met"] else "NOT met"
     markdown = (
-        f"# Serving load test: {args.run.name} ({payload['date']})\n\n"
-        f"Command: `{payload['command']}`  \nCommit: {payload['provenance']['commit']}; machine: "
-        f"{payload['provenance']['machine']}; load average before/after: {payload['load_before']} / "
+        f"Load average before/after: {payload['load_before']} / "
         f"{payload['load_after']}. Client and server share the machine's cores (the load average before tells "
         "what else was running).\n\n"
         f"Model: {payload['model']['name']} (run {args.run}; model config and validation metrics in the JSON); "
@@ -271,7 +262,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{rows}\n\nTarget (issue 4): p99 < {TARGET_P99_MS:.0f} ms at 8 clients with no errors, in the median "
         f"of {args.rounds} round(s) ({payload['target']['median_round_p99_ms_at_8']:.2f} ms): {verdict}.\n"
     )
-    stem.with_suffix(".md").write_text(markdown)
+    stem = resolve_stem(args.out, "serve_load", args.run.name)
+    write_results(stem, header, payload, f"Serving load test: {args.run.name}", markdown)
     print(markdown)
 
 
