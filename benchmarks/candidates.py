@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hiersrec.artifact import check_compatible, load_artifact
 from hiersrec.data.ingest import open_dataset
 from hiersrec.retrieval.category import CandidateBudget
 from hiersrec.retrieval.evaluate import DEFAULT_BUDGETS, CandidateReport, evaluate_candidates, format_candidate_table
-from hiersrec.train.artifact import load_artifact
 from hiersrec.train.run import TrainingData
 from reporting import resolve_stem, results_header, sibling, write_figure, write_results
 
@@ -157,9 +157,10 @@ def ann_comparison(model, dataset, budgets: list[str], max_len: int, args) -> li
     from hiersrec.retrieval.index import CategoryIndex, ExactIndex
     from scale import faiss_methods, recall, time_methods  # the same harness as the scale benchmark
 
+    # The ANN indexes search inner products: the comparison is for feeds without per-category score terms.
     targets = dataset.test.target_positions()[: args.ann_sample]
     with torch.inference_mode():
-        query = model.encode(prefix_batch(dataset.test, dataset.catalog, targets, max_len))
+        query = model.query(prefix_batch(dataset.test, dataset.catalog, targets, max_len))
         embeddings = model.item_output_embeddings().detach().float().clone()
     exact_index, category_index = ExactIndex(embeddings), CategoryIndex.from_catalog(embeddings, dataset.catalog)
     methods = [("exact", "", lambda q, _c: exact_index.search(q, args.k)[0], 0.0)]
@@ -176,7 +177,7 @@ def ann_comparison(model, dataset, budgets: list[str], max_len: int, args) -> li
         )
     options = Namespace(nprobe=args.nprobe, ef_search=args.ef_search, hnsw_m=16, hnsw_max_items=10**9, seed=0, k=args.k)
     methods += faiss_methods(embeddings, dataset.catalog.n_items, options, k=args.k)
-    timings = time_methods(methods, query.item_query, query.category_logits, len(targets), 0, 0)
+    timings = time_methods(methods, query.vectors, query.category_logits, len(targets), 0, 0)
     exact_ids = torch.cat(timings[0]["single_ids"])
     return [
         {
@@ -215,9 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     artifact = load_artifact(args.run)
     dataset = open_dataset(args.data)
-    if dataset.vocab.item_ids != artifact.vocab.item_ids:
-        raise SystemExit(f"{args.data} does not have the item vocabulary of the run {args.run}")
-    max_len = getattr(getattr(artifact.model, "config", None), "max_len", 50)
+    check_compatible(artifact, dataset, args.run)
+    max_len = artifact.max_len or 50
     specs = budget_specs(args.budgets, args.orders)
     load_before = os.getloadavg()
     options = {"k": args.k, "batch_size": args.batch_size, "max_len": max_len, "show_progress": True}

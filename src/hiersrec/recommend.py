@@ -31,7 +31,7 @@ from hiersrec.artifact import load_artifact
 from hiersrec.data.batching import left_pad, make_batch
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.vocab import Vocab
-from hiersrec.errors import DataError
+from hiersrec.errors import ConfigError, DataError
 from hiersrec.eval.protocol import describe_model
 from hiersrec.models.base import candidate_support
 from hiersrec.retrieval.category import CandidateBudget, select_categories
@@ -96,6 +96,9 @@ class Recommender:
         batch_size: int = 256,
         metadata: dict[str, Any] | None = None,
     ) -> None:
+        if not callable(getattr(model, "score", None)):
+            name = describe_model(model).get("name", type(model).__name__)
+            raise ConfigError(f"model {name!r} predicts categories only; it cannot recommend items")
         if vocab.n_items != catalog.n_items:
             raise DataError(f"vocabulary has {vocab.n_items} items but the catalogue {catalog.n_items}")
         if isinstance(model, torch.nn.Module):
