@@ -5,6 +5,7 @@ Ranks never come from ``torch.topk`` order, so they do not depend on how a kerne
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -75,5 +76,48 @@ def category_hits_at(category_scores: torch.Tensor, target_categories: torch.Ten
     return hit_rate_at(ranks, k)
 
 
+CATEGORY_KS: tuple[int, ...] = (1, 5)
+"""Cutoffs of the next-category accuracy every evaluation reports."""
+
 RANK_METRICS = {"hr": hit_rate_at, "mrr": reciprocal_rank_at, "ndcg": ndcg_at}
 """Metric name -> per-case function of (ranks, k); the evaluator reports ``f"{name}@{k}"`` means."""
+
+
+class MetricSums:
+    """Sums of per-case metric values over all cases, divided once at the end (no mean of batch means).
+
+    The one accumulator of evaluation, validation during training and candidate evaluation. Sums are float64,
+    so averages over millions of cases do not drift.
+
+    Example:
+        >>> sums = MetricSums()
+        >>> sums.add_ranks(torch.tensor([1.0, 3.0]), ks=[1])
+        >>> sums.means(n_cases=2)
+        {'hr@1': 0.5, 'mrr@1': 0.5, 'ndcg@1': 0.5}
+    """
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+
+    def add(self, key: str, per_case: torch.Tensor) -> None:
+        """Add the per-case values of one batch to ``key``'s sum."""
+        self.totals[key] = self.totals.get(key, 0.0) + float(per_case.double().sum())
+
+    def add_ranks(self, ranks: torch.Tensor, ks: Sequence[int]) -> None:
+        """Add ``hr@k``, ``mrr@k`` and ``ndcg@k`` of (B,) target ranks for every cutoff in ``ks``."""
+        for k in ks:
+            for name, per_case in RANK_METRICS.items():
+                self.add(f"{name}@{k}", per_case(ranks, k))
+
+    def add_category_hits(self, category_scores: torch.Tensor, target_categories: torch.Tensor) -> None:
+        """Add ``cat_acc@1`` and ``cat_acc@5`` of (B, C) category scores against (B,) target categories."""
+        for k in CATEGORY_KS:
+            self.add(f"cat_acc@{k}", category_hits_at(category_scores, target_categories, k))
+
+    def mean(self, key: str, n_cases: int) -> float:
+        """``key``'s sum divided by ``n_cases`` (0 when nothing was added)."""
+        return self.totals.get(key, 0.0) / max(n_cases, 1)
+
+    def means(self, n_cases: int) -> dict[str, float]:
+        """Every metric's mean over ``n_cases``."""
+        return {key: self.mean(key, n_cases) for key in self.totals}

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from hiersrec.data.batching import iter_prefix_batches
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
-from hiersrec.eval.metrics import RANK_METRICS, TiePolicy, category_hits_at, target_ranks
+from hiersrec.eval.metrics import MetricSums, TiePolicy, target_ranks
 
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20)
 PROTOCOLS = {
@@ -95,7 +95,7 @@ def evaluate(
     has_items, has_categories = hasattr(model, "score"), hasattr(model, "score_categories")
     assert has_items or has_categories, f"{type(model).__name__} has neither score nor score_categories"
     targets = sessions.target_positions(protocol)
-    sums: dict[str, float] = {}
+    sums = MetricSums()
     started = time.perf_counter()
     batches = iter_prefix_batches(sessions, catalog, targets, batch_size, max_len)
     with (
@@ -104,17 +104,12 @@ def evaluate(
     ):
         for batch in batches:
             if has_items:
-                ranks = target_ranks(model.score(batch).float(), batch.target_items, ties)
-                for k in ks:
-                    for name, per_case in RANK_METRICS.items():
-                        _accumulate(sums, f"{name}@{k}", per_case(ranks, k))
+                sums.add_ranks(target_ranks(model.score(batch).float(), batch.target_items, ties), ks)
             if has_categories:
-                category_scores = model.score_categories(batch).float()
-                for k in (1, 5):
-                    _accumulate(sums, f"cat_acc@{k}", category_hits_at(category_scores, batch.target_categories, k))
+                sums.add_category_hits(model.score_categories(batch).float(), batch.target_categories)
             progress.update(len(batch))
     n_cases = int(targets.size)
-    metrics = {name: total / max(n_cases, 1) for name, total in sums.items()}
+    metrics = sums.means(n_cases)
     return EvalReport(
         protocol=protocol,
         ties=ties,
@@ -125,11 +120,6 @@ def evaluate(
         seconds=time.perf_counter() - started,
         model=describe_model(model),
     )
-
-
-def _accumulate(sums: dict[str, float], key: str, values: torch.Tensor) -> None:
-    # float64 sums over all cases, divided once at the end (no mean-of-batch-means).
-    sums[key] = sums.get(key, 0.0) + float(values.double().sum())
 
 
 def _metric_order(key: str) -> tuple[int, int, str]:

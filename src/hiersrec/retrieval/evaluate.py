@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from hiersrec.data.batching import iter_prefix_batches
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
-from hiersrec.eval.metrics import RANK_METRICS, TiePolicy, target_ranks
+from hiersrec.eval.metrics import MetricSums, TiePolicy, target_ranks
 from hiersrec.eval.protocol import describe_model
 from hiersrec.models.base import candidate_support
 from hiersrec.retrieval.category import CandidateBudget, CategoryLayout, select_categories
@@ -100,19 +100,13 @@ class CandidateReport:
         return asdict(self)
 
 
-class _Sums:
-    # float64 sums over all cases, divided once at the end (no mean of batch means).
+class _Sums(MetricSums):
+    # One budget's metric sums, and its search timings.
     def __init__(self) -> None:
-        self.values: dict[str, float] = {}
+        super().__init__()
         self.seconds = 0.0
         self.timed_cases = 0
         self.single: list[float] = []
-
-    def add(self, key: str, values: torch.Tensor) -> None:
-        self.values[key] = self.values.get(key, 0.0) + float(values.double().sum())
-
-    def mean(self, key: str, n: int) -> float:
-        return self.values.get(key, 0.0) / max(n, 1)
 
 
 def evaluate_candidates(
@@ -169,7 +163,7 @@ def evaluate_candidates(
     ):
         for batch in batches:
             scores, category_scores, query = _score(model, batch, index)  # (B, V), (B, C)
-            _add_ranks(sums["full"], target_ranks(scores, batch.target_items, ties), k)
+            sums["full"].add_ranks(target_ranks(scores, batch.target_items, ties), [k])
             counts = _counts_by_category(scores, batch.target_items, item_category, sizes.numel())
             target_category = item_category[batch.target_items].unsqueeze(1)  # (B, 1)
             full_ids, full_scores = top_k(scores, k)  # (B, k)
@@ -177,7 +171,7 @@ def evaluate_candidates(
             for budget, label in zip(parsed, labels[1:], strict=True):
                 selected = select_categories(category_scores, sizes, budget)  # (B, C)
                 inside = selected.gather(1, target_category).squeeze(1)
-                _add_ranks(sums[label], torch.where(inside, _ranks(counts, selected, ties), torch.inf), k)
+                sums[label].add_ranks(torch.where(inside, _ranks(counts, selected, ties), torch.inf), [k])
                 sums[label].add("recall", inside)
                 # A full-ranking top-k item that is a candidate is also in the candidates' top k.
                 kept = selected.gather(1, item_category[full_ids]) & full_real
@@ -244,11 +238,6 @@ def _ranks(counts: tuple[torch.Tensor, torch.Tensor], selected: torch.Tensor, ti
     return above + 1.0 + equal_others / 2.0
 
 
-def _add_ranks(sums: _Sums, ranks: torch.Tensor, k: int) -> None:
-    for name, per_case in RANK_METRICS.items():
-        sums.add(f"{name}@{k}", per_case(ranks, k))
-
-
 def _time_search(model, query, index, budgets, labels, sums, k, n_single) -> None:
     # The searches serving runs: full ranking through the model's own scores, candidates through the index.
     searches = {"full": lambda q: top_k(model.score_query(q), k)}
@@ -269,7 +258,7 @@ def _time_search(model, query, index, budgets, labels, sums, k, n_single) -> Non
 
 def _result(label: str, all_sums: dict[str, _Sums], n_cases: int, n_categories: int) -> BudgetResult:
     sums, full = all_sums[label], all_sums["full"]
-    metric_keys = [key for key in sums.values if "@" in key]
+    metric_keys = [key for key in sums.totals if "@" in key]
     metrics = {key: sums.mean(key, n_cases) for key in metric_keys}
     relative = {
         key: value / full.mean(key, n_cases) if full.mean(key, n_cases) else float("nan")

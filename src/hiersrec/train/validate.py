@@ -16,7 +16,7 @@ import torch
 
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
-from hiersrec.eval.metrics import RANK_METRICS, category_hits_at, target_ranks
+from hiersrec.eval.metrics import MetricSums, target_ranks
 from hiersrec.train.batches import SessionWindows
 
 
@@ -52,17 +52,11 @@ def validation_metrics(
     windows = rows_of(sessions, model.config.max_len)
     order = np.argsort(windows.lengths, kind="stable")  # similar lengths together: little padding
     item_category = torch.from_numpy(catalog.item_category).to(device)
-    sums: dict[str, float] = {}
+    sums = MetricSums()
     for rows in np.array_split(order, max(1, windows.n_targets_total // batch_targets)):
         batch, target_mask = windows.batch(rows, catalog)
         query, targets = model.encode_positions(batch.to(device), target_mask.to(device))
-        ranks = target_ranks(model.score_query(query), targets)
-        for k in ks:
-            for name, per_case in RANK_METRICS.items():
-                sums[f"{name}@{k}"] = sums.get(f"{name}@{k}", 0.0) + float(per_case(ranks, k).double().sum())
-        categories = item_category[targets]
-        for k in (1, 5):
-            hits = category_hits_at(query.category_logits.float(), categories, k)
-            sums[f"cat_acc@{k}"] = sums.get(f"cat_acc@{k}", 0.0) + float(hits.double().sum())
+        sums.add_ranks(target_ranks(model.score_query(query), targets), ks)
+        sums.add_category_hits(query.category_logits.float(), item_category[targets])
     model.train(was_training)
-    return {name: total / max(windows.n_targets_total, 1) for name, total in sums.items()}
+    return sums.means(windows.n_targets_total)
