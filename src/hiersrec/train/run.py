@@ -195,6 +195,8 @@ def _fit_closed_form(
         "device": "cpu",
         "fitted_on": "all training sessions (the validation tail included)",
     }
+    if tuning is None:  # nothing was chosen on a validation split
+        meta["validation_split"] = None
     popularity = fit_sessions.item_counts(data.catalog.n_items)
     save_artifact(run_dir, model, data.vocab, data.catalog, config, meta, metrics, popularity)
     return Artifact(model, data.vocab, data.catalog, config, meta, metrics, popularity), tuning
