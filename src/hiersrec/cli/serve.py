@@ -57,7 +57,8 @@ def serve(
     app = create_app(Recommender.from_artifact(run), batch_wait=batch_wait_ms / 1000.0, model_thread=model_thread)
     # The objects alive now (the imported torch, FastAPI and pydantic, the loaded run: some 200k) live as long as
     # the process. Left to the cyclic garbage collector, each full collection walks them all, stalling every
-    # request in flight for ~0.1 s (the p99 at 32 clients); frozen, they are never walked again.
+    # request in flight (the 32-client p99 of benchmarks/results/serve_load-dgn-full-2026-11-29.md); frozen, they
+    # are never walked again.
     gc.collect()
     gc.freeze()
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -437,7 +437,7 @@ class HierSRec(nn.Module):
         return self._cached("output", self._output_table)
 
     def _item_columns(self) -> torch.Tensor:
-        # (D', V) contiguous: a serving-size product (B << V) reads this layout about twice as fast as the
+        # (D', V) contiguous: a serving-size product (B << V) reads this layout faster than the
         # transpose of the (V, D') table (benchmarks/results/serve_load-dgn-full-2026-11-29.md).
         return self._cached("columns", lambda: self.item_output_embeddings().detach().float().T.contiguous())
 

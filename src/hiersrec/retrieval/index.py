@@ -18,12 +18,12 @@ from hiersrec.models.base import ItemQuery, category_adjusted
 from hiersrec.retrieval.category import CategoryLayout
 
 NEG_INF = float("-inf")
-# Fixed cost of scoring one category block in a batch (Python and kernel launch overhead), in multiply-adds:
-# about 100 us on the 2-core reference machine. Only used to choose between two strategies with equal results.
+# Fixed cost of scoring one category block in a batch (Python and kernel launch overhead), in multiply-adds, as
+# calibrated on the 2-core reference machine. Only used to choose between two strategies with equal results.
 PER_CATEGORY_COST = 1_000_000
 # `top_columns` narrows rows of at least PREFILTER_MIN_BLOCKS_PER_K * k blocks of PREFILTER_BLOCK columns to their
-# best blocks first: a pass of block maxima costs less than torch.topk over the whole row (43k items, k = 20, one
-# thread: 0.83 -> 0.35 ms for 8 rows, 79 -> 48 ms for 512, measured beside another job).
+# best blocks first: a pass of block maxima costs less than torch.topk over the whole row (the speed-up at 43k
+# items is in commit c3475f1; benchmarks/results/scale-2026-11-29.md has the candidate search at scale).
 PREFILTER_BLOCK = 64
 PREFILTER_MIN_BLOCKS_PER_K = 4
 

@@ -130,9 +130,10 @@ def _recommend_response(results: list[Recommendation]) -> Response:
     """`RecommendResponse`'s JSON, written straight from the results.
 
     Building 20 pydantic items per session, validated once more against ``response_model`` and then dumped, costs
-    about 0.06 ms per one-session request, this about 0.01 ms. The route still declares ``response_model``, so
-    the OpenAPI schema documents this body: its fields in this order, non-finite scores as null as pydantic
-    writes them (a test checks the body against pydantic's own serialisation).
+    several times more CPU per request than writing the JSON directly (measured in commit af43c03; the serving
+    figures are in benchmarks/results/serve_load-dgn-full-2026-11-29.md). The route still declares
+    ``response_model``, so the OpenAPI schema documents this body: its fields in this order, non-finite scores as
+    null as pydantic writes them (a test checks the body against pydantic's own serialisation).
     """
     body = {
         "results": [
@@ -185,7 +186,7 @@ class _RecommendFastPath:
     """Answers ``POST /recommend`` with an ``application/json`` body in plain ASGI, ahead of FastAPI's layers.
 
     Per request, FastAPI's middleware, routing and dependency solving cost about twice the CPU of everything
-    else the service does outside the model (0.16 of 0.23 ms measured in process), and with a few concurrent
+    else the service does outside the model (measured in process in commit 96d53ca), and with a few concurrent
     clients on two cores, CPU is what sets the latency. The answer is the route's own (`_answer`), from the
     same pydantic model, with the same error lines. Other requests, ``/recommend`` with another content type
     included, go on to FastAPI, whose ``/recommend`` route also documents the endpoint in the OpenAPI schema.

@@ -10,8 +10,8 @@ scored at once.
 
 Model calls run one at a time, by default in the event loop's own thread. On a machine whose cores the clients
 share (the 2-core reference machine, load generator included), a separate model thread is a third busy thread
-on two cores: measured at 8 clients, p99 30-33 ms in a worker thread against 12 ms in the loop, 690-780 against
-945 requests/s (`benchmarks/serve_load.py`, interleaved). With ``model_thread=True`` calls run in a worker
+on two cores, and costs tail latency and throughput (benchmarks/results/serve_load-dgn-full-2026-11-29.md against
+serve_load-dgn-full-2026-11-29-worker-thread.md). With ``model_thread=True`` calls run in a worker
 thread instead, so that the event loop keeps reading and validating requests meanwhile: the better choice
 with cores to spare, or when single calls are long (big batches), since an inline call holds the loop.
 
