@@ -133,3 +133,32 @@ def test_refit_trains_on_all_training_sessions_for_the_chosen_epochs(tiny_shop, 
     assert not any(k.startswith("valid_") for k in result.history[-1]) and result.best_metrics == {}
     assert artifact.meta["validation_split"]["split"].startswith("none")
     assert load_artifact(tmp_path / "refit").metrics["stop_after"] == 2
+
+
+@pytest.mark.parametrize("feed", ["concat", "prior"])
+def test_a_format_1_run_loads_with_its_category_feed_weights(tiny_shop, tmp_path, feed):
+    # Format 1 (before the category feed was its own module) kept feed_proj.*, feed.* and prior_weight on the model.
+    import shutil
+
+    overrides = [*FAST, f"model.category_feed={feed}", "train.epochs=1"]
+    artifact, _ = fit_run(load_config(overrides=overrides), TrainingData.from_prepared(tiny_shop, 0.2), tmp_path / "v2")
+    old = tmp_path / "v1"
+    shutil.copytree(tmp_path / "v2", old)
+    renames = {
+        "category_feed.proj.": "feed_proj.",
+        "category_feed.ffn.": "feed.",
+        "category_feed.prior_weight": "prior_weight",
+    }
+    state = torch.load(old / "weights.pt", weights_only=True)
+    renamed = {}
+    for key, value in state.items():
+        for new, previous in renames.items():
+            if key.startswith(new):
+                key = previous + key[len(new) :]
+        renamed[key] = value
+    assert renamed.keys() != state.keys()
+    torch.save(renamed, old / "weights.pt")
+    meta = json.loads((old / "meta.json").read_text())
+    (old / "meta.json").write_text(json.dumps({**meta, "format_version": 1}))
+    batch = prefix_batch(tiny_shop.test, tiny_shop.catalog, tiny_shop.test.target_positions()[:20], 7)
+    assert torch.equal(load_artifact(old).model.score(batch), artifact.model.score(batch))
