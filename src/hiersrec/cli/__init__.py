@@ -13,6 +13,7 @@ import sys
 
 import typer
 
+from hiersrec.cli import data, evaluate, quickstart, recommend, serve, train
 from hiersrec.errors import (
     ArtifactError,
     ConfigError,
@@ -76,9 +77,6 @@ def exit_status_for(error: HierSRecError) -> ExitStatus:
 
 
 def _register_commands() -> None:
-    # Imported here so that each command file can import `app` helpers without cycles.
-    from hiersrec.cli import data, evaluate, quickstart, recommend, serve, train
-
     app.add_typer(data.app, name="data")
     app.command(name="evaluate")(evaluate.evaluate)
     app.command(name="quickstart")(quickstart.quickstart)

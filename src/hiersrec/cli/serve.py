@@ -6,9 +6,11 @@ import gc
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 
 from hiersrec.errors import ConfigError
+from hiersrec.recommend import Recommender
 
 
 def serve(
@@ -46,10 +48,6 @@ def serve(
         from hiersrec.serve.app import create_app
     except ImportError as error:
         raise ConfigError(f"hiersrec serve needs the 'serve' extra ({error}); pip install 'hiersrec[serve]'") from None
-    import torch
-
-    from hiersrec.recommend import Recommender
-
     if threads:
         torch.set_num_threads(threads)
 
