@@ -36,6 +36,16 @@ def test_table_output_and_tuning_on_validation(capsys):
     assert "markov" in out and "hr@20" in out and "protocol=all_prefixes" in out
 
 
+def test_json_output_records_the_tuning(capsys):
+    # The chosen parameters alone do not say how they were chosen: trials, validation scores and times do.
+    code, out, err = run_cli(["evaluate", "-m", "sr", "--tune-trials", "3", "--k", "20", "--json"], capsys)
+    assert code == 0, err
+    tuning = json.loads(out)["extra"]["tuning"]
+    assert len(tuning["trials"]) == 3 and tuning["metric"] == "mrr@20"
+    assert all("metric" in trial and "fit_seconds" in trial for trial in tuning["trials"])
+    assert tuning["best_score"] == max(trial["metric"] for trial in tuning["trials"])
+
+
 @pytest.mark.parametrize(
     ("args", "status", "message"),
     [

@@ -165,3 +165,49 @@ def _draw_configurations(
             seen.add(values)
             configurations.append({**defaults, **dict(zip(keys, values, strict=True))})
     return configurations
+
+
+@dataclass
+class FittedBaseline:
+    """What `tune_and_fit` produced: the fitted model, its tuning (None when not tuned) and the fit time."""
+
+    model: Any
+    params: dict[str, Any]
+    tuning: TuningResult | None
+    fit_seconds: float
+
+
+def tune_and_fit(
+    name: str,
+    params: Mapping[str, Any],
+    train: SessionData,
+    catalog: ItemCatalog,
+    *,
+    tune_trials: int = 0,
+    valid_fraction: float = 0.1,
+    show_progress: bool = False,
+) -> FittedBaseline:
+    """Optionally tune fitted model ``name`` on the validation tail of ``train``, then fit it on all of ``train``.
+
+    Values in ``params`` are held fixed; the rest of the model's `search_space` is searched (``tune_trials``
+    trials, 0: no search). Item models maximise ``mrr@20``, category-only models ``cat_acc@1``.
+    """
+    params = dict(params)
+    tuning = None
+    if tune_trials:
+        space = {**search_space(name), **{key: [value] for key, value in params.items()}}
+        metric = "mrr@20" if hasattr(make_baseline(name), "score") else "cat_acc@1"
+        tuning = tune_baseline(
+            name,
+            train,
+            catalog,
+            n_trials=tune_trials,
+            space=space,
+            valid_fraction=valid_fraction,
+            metric=metric,
+            show_progress=show_progress,
+        )
+        params = tuning.best_params
+    started = time.perf_counter()
+    model = make_baseline(name, **params).fit(train, catalog)
+    return FittedBaseline(model, params, tuning, time.perf_counter() - started)

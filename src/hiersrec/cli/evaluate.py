@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,12 +16,11 @@ from hiersrec.data.prepared import PreparedDataset
 from hiersrec.errors import ConfigError
 from hiersrec.eval.protocol import DEFAULT_KS, PROTOCOLS, EvalReport, format_table
 from hiersrec.eval.protocol import evaluate as run_evaluation
-from hiersrec.models import baseline_class, make_baseline, search_space
 from hiersrec.models.base import candidate_support
 from hiersrec.provenance import provenance
 from hiersrec.recommend import DEFAULT_MAX_LEN
 from hiersrec.retrieval.evaluate import evaluate_candidates, format_candidate_table
-from hiersrec.tuning import tune_baseline
+from hiersrec.tuning import tune_and_fit
 
 logger = logging.getLogger(__name__)
 
@@ -149,26 +147,14 @@ def _evaluate_candidates(run, dataset, sessions, budgets, options, output, as_js
 
 
 def _evaluate_baseline(name, params, tune_trials, dataset, fit_sessions, sessions, options) -> EvalReport:
-    if tune_trials:
-        # Tuning sees only the sessions the model is fitted on and splits off their validation tail itself.
-        # Values given with --set are held fixed; the rest of the space is searched.
-        space = {**search_space(name), **{key: [value] for key, value in params.items()}}
-        result = tune_baseline(
-            name,
-            fit_sessions,
-            dataset.catalog,
-            n_trials=tune_trials,
-            space=space,
-            metric="mrr@20" if hasattr(baseline_class(name), "score") else "cat_acc@1",
-            show_progress=options["show_progress"],
-        )
-        params = result.best_params
-    baseline = make_baseline(name, **params)
-    started = time.perf_counter()
-    baseline.fit(fit_sessions, dataset.catalog)
-    fit_seconds = time.perf_counter() - started
-    report = run_evaluation(baseline, sessions, dataset.catalog, **options)
-    report.extra["fit_seconds"] = fit_seconds
+    # Tuning sees only the sessions the model is fitted on and splits off their validation tail itself.
+    fitted = tune_and_fit(
+        name, params, fit_sessions, dataset.catalog, tune_trials=tune_trials, show_progress=options["show_progress"]
+    )
+    report = run_evaluation(fitted.model, sessions, dataset.catalog, **options)
+    report.extra["fit_seconds"] = fitted.fit_seconds
+    if fitted.tuning is not None:
+        report.extra["tuning"] = fitted.tuning.to_dict()
     return report
 
 

@@ -30,11 +30,11 @@ from hiersrec.data.sessions import SessionData
 from hiersrec.data.vocab import Vocab
 from hiersrec.errors import ArtifactError, ConfigError
 from hiersrec.files import write_json_atomic
-from hiersrec.models import is_neural, make_model, search_space
+from hiersrec.models import is_neural, make_model
 from hiersrec.provenance import provenance
 from hiersrec.train.checkpoint import CHECKPOINT, CURVE, plot_curve, write_log
 from hiersrec.train.loop import TrainResult, resolve_device, train
-from hiersrec.tuning import TuningResult, tune_baseline
+from hiersrec.tuning import TuningResult, tune_and_fit
 
 logger = logging.getLogger(__name__)
 
@@ -166,25 +166,18 @@ def _fit_closed_form(
     name, params = config.model_name, config.model_params
     _prepare_run_dir(run_dir, config, resume=False)
     fit_sessions = data.all_train if data.all_train is not None else data.train
-    tuning = None
-    if tune_trials:
-        # Values set in the configuration are held fixed; the rest of the model's space is searched.
-        space = {**search_space(name), **{key: [value] for key, value in params.items()}}
-        tuning = tune_baseline(
-            name,
-            fit_sessions,
-            data.catalog,
-            n_trials=tune_trials,
-            space=space,
-            valid_fraction=config.data.valid_fraction,
-            metric="mrr@20" if hasattr(make_model(name), "score") else "cat_acc@1",
-            show_progress=show_progress,
-        )
-        params = tuning.best_params
-        config = dataclasses.replace(config, model=FittedModelConfig(name=name, params=params))
-    started = time.perf_counter()
-    model = make_model(name, params).fit(fit_sessions, data.catalog)
-    fit_seconds = time.perf_counter() - started
+    # Values set in the configuration are held fixed; the rest of the model's space is searched.
+    fitted = tune_and_fit(
+        name,
+        params,
+        fit_sessions,
+        data.catalog,
+        tune_trials=tune_trials,
+        valid_fraction=config.data.valid_fraction,
+        show_progress=show_progress,
+    )
+    model, tuning, fit_seconds = fitted.model, fitted.tuning, fitted.fit_seconds
+    config = dataclasses.replace(config, model=FittedModelConfig(name=name, params=fitted.params))
     metrics = {
         "valid": {} if tuning is None else tuning.trials[_best_trial(tuning)]["metrics"],
         "fit_seconds": fit_seconds,
