@@ -30,7 +30,7 @@ from hiersrec.errors import (
     TrainingDivergedError,
 )
 from hiersrec.eval.protocol import EvalReport, evaluate
-from hiersrec.models import BASELINES, make_baseline
+from hiersrec.models import BASELINES, MODELS, make_baseline, make_model
 
 __all__ = [
     "BASELINES",
@@ -40,6 +40,7 @@ __all__ = [
     "EvalReport",
     "HierSRecError",
     "HierSRecWarning",
+    "MODELS",
     "ItemCatalog",
     "NotFittedError",
     "PreparedDataset",
@@ -52,6 +53,7 @@ __all__ = [
     "evaluate",
     "load_prepared",
     "make_baseline",
+    "make_model",
     "make_synthetic_shop",
     "open_dataset",
     "save_prepared",
