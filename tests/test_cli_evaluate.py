@@ -55,6 +55,12 @@ def test_json_output_records_the_tuning(capsys):
         (["evaluate"], ExitStatus.CONFIG_ERROR, "either a trained RUN"),
         (["evaluate", "-m", "pop", "--protocol", "sampled"], ExitStatus.CONFIG_ERROR, "unknown protocol"),
         (["evaluate", "-m", "pop", "--k", "x"], ExitStatus.USAGE, "--k"),
+        # issue 9: these were tracebacks, or failed only after the whole evaluation
+        (["evaluate", "-m", "pop", "--ties", "bogus"], ExitStatus.CONFIG_ERROR, "--ties 'bogus'"),
+        (["evaluate", "-m", "pop", "--batch-size", "0"], ExitStatus.USAGE, "--batch-size"),
+        (["evaluate", "-m", "pop", "--k", "0"], ExitStatus.CONFIG_ERROR, "--k: cutoffs"),
+        (["evaluate", "-m", "pop", "--output", "."], ExitStatus.CONFIG_ERROR, "is a folder"),
+        (["evaluate", "-m", "pop", "--output", "pyproject.toml/x.json"], ExitStatus.CONFIG_ERROR, "is a file"),
     ],
 )
 def test_errors_have_exit_codes_and_one_line(args, status, message, capsys):

@@ -152,6 +152,9 @@ def test_cli_file_mode(run_dir, tmp_path, capsys):
         (["--session", "i1", "--input", "x.csv"], ExitStatus.CONFIG_ERROR, "either --session"),
         (["--input", "x.csv"], ExitStatus.CONFIG_ERROR, "--output"),
         (["--session", "i1", "--candidate-budget", "lots"], ExitStatus.CONFIG_ERROR, "candidate budget"),
+        (["--input", "x.csv", "--output", "."], ExitStatus.CONFIG_ERROR, "is a folder"),
+        # issue 9: an OverflowError traceback before
+        (["--session", "i1", "--candidate-budget", "category:99999999999999999999"], ExitStatus.CONFIG_ERROR, "digit"),
     ],
 )
 def test_cli_usage_errors_have_exit_codes(run_dir, capsys, args, status, message):

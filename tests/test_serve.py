@@ -10,7 +10,7 @@ from hiersrec.data.batching import prefix_batch  # noqa: E402
 from hiersrec.errors import DataError  # noqa: E402
 from hiersrec.recommend import Recommender  # noqa: E402
 from hiersrec.serve.app import MAX_BODY_BYTES, create_app  # noqa: E402
-from hiersrec.serve.schemas import MAX_K, MAX_SESSION_LENGTH, MAX_SESSIONS  # noqa: E402
+from hiersrec.serve.schemas import MAX_K, MAX_RESULTS, MAX_SESSION_LENGTH, MAX_SESSIONS  # noqa: E402
 from inference_support import RUN_MAX_LEN as MAX_LEN  # noqa: E402
 from inference_support import trained_recommender, trained_run  # noqa: E402
 
@@ -118,6 +118,9 @@ def test_candidate_budget_and_category_filter(client):
         ({"sessions": [{"items": ["i1"]}], "exclude_seen": "yes"}, "exclude_seen"),
         ({"sessions": [{"items": ["i1"]}], "candidate_budget": "lots"}, "candidate_budget"),
         ({"sessions": [{"items": ["i1"]}], "candidate_budget": 2.0}, "candidate_budget"),
+        # issue 9: a huge count was a 500 (OverflowError); sessions x k unbounded let a 9.7 KB request cost seconds
+        ({"sessions": [{"items": ["i1"]}], "candidate_budget": "category:99999999999999999999"}, "candidate_budget"),
+        ({"sessions": [{"items": ["i1"]}] * MAX_SESSIONS, "k": MAX_K}, "request body"),
         ({"sessions": [{"items": ["i1"]}], "categories": ["nope"]}, "categories"),
         ({"sessions": [{"items": ["i1"]}], "colour": "red"}, "colour"),
         ({"session": ["i1"]}, "sessions"),
@@ -146,9 +149,11 @@ def test_the_fast_path_and_the_fastapi_route_give_the_same_answers(client):
     refused = {"sessions": [{"items": ["i3"]}], "categories": ["nope"]}
     assert _post(client, refused).json() == _post(client, refused, "application/vnd.api+json").json()
     assert _post(client, refused).json()["error"].startswith("categories: unknown category ids")
-    # FastAPI reads a body without a JSON content type as bytes, not as a request.
+    # A body that is not declared JSON is refused with 415 (issue 9: it was a 422), naming what was sent.
     untyped = _post(client, body, None)
-    assert untyped.status_code == 422 and untyped.json()["error"].startswith("request body:")
+    assert untyped.status_code == 415 and "Content-Type must be application/json, got none" in untyped.json()["error"]
+    plain = _post(client, body, "text/plain")
+    assert plain.status_code == 415 and "got 'text/plain'" in plain.json()["error"]
 
 
 def test_the_fast_path_takes_only_json_posts_to_recommend():
@@ -185,11 +190,12 @@ def test_the_fast_path_takes_only_json_posts_to_recommend():
     assert passed_on == [] and sent[0]["status"] == 200
     [answer] = json.loads(sent[1]["body"])["results"]
     assert answer["items"] == [{"item_id": "a", "score": 1.5, "category_id": "c"}] and answer["fallback"] is None
-    asyncio.run(call("POST", "/recommend", [(b"content-type", b"text/plain")]))
-    asyncio.run(call("POST", "/recommend", []))
+    asyncio.run(call("POST", "/recommend", [(b"content-type", b"application/vnd.api+json")]))
+    asyncio.run(call("POST", "/recommend", [(b"content-type", b"text/plain")]))  # answered 415 here
+    assert sent[-2]["status"] == 415
     asyncio.run(call("GET", "/recommend", json_header))
     asyncio.run(call("POST", "/health", json_header))
-    assert passed_on == [("POST", "/recommend"), ("POST", "/recommend"), ("GET", "/recommend"), ("POST", "/health")]
+    assert passed_on == [("POST", "/recommend"), ("GET", "/recommend"), ("POST", "/health")]
 
 
 def test_oversized_body_is_a_413_declared_or_streamed(client):
@@ -205,7 +211,8 @@ def test_oversized_body_is_a_413_declared_or_streamed(client):
 
 def test_unknown_paths_and_methods_answer_in_the_error_shape(client):
     assert client.get("/nothing").json()["error"] == "Not Found"
-    assert client.get("/recommend").status_code == 405
+    not_allowed = client.get("/recommend")
+    assert not_allowed.status_code == 405 and not_allowed.headers["allow"] == "POST"  # issue 9: Allow was missing
 
 
 def test_candidate_budget_on_a_model_without_a_category_head_is_a_422(tiny_shop):
@@ -234,7 +241,8 @@ def test_served_scores_equal_evaluated_scores(client, tiny_shop, model):
     sessions = [
         {"items": tiny_shop.vocab.decode_items(tiny_shop.test.items[s:t])} for s, t in zip(starts, targets, strict=True)
     ]
-    results = _post(client, {"sessions": sessions, "k": MAX_K}).json()["results"]
+    k = min(MAX_K, MAX_RESULTS // len(sessions))  # past the 37-item catalogue: every item
+    results = _post(client, {"sessions": sessions, "k": k}).json()["results"]
     for row, (target, result) in enumerate(zip(targets, results, strict=True)):
         target_item = int(tiny_shop.test.items[target])
         served = {e["item_id"]: e["score"] for e in result["items"]}
@@ -279,6 +287,32 @@ def test_micro_batching_merges_concurrent_requests_without_changing_answers(tiny
     assert len(other[0].item_ids) == 2 and isinstance(failing, DataError)
     # 12 requests with k=4 in chunks of at most 5 sessions, plus one k=2 call and the failing one.
     assert sorted(counting.calls) == [1, 1, 2, 5, 5]
+
+
+def test_the_batcher_lets_the_loop_run_between_model_calls(tiny_shop):
+    # issue 9: calls scored back to back in the loop's own thread starved /health for seconds. Two requests with
+    # different options are two model calls; a task scheduled meanwhile must run between them.
+    import asyncio
+
+    from hiersrec.serve.batching import MicroBatcher
+
+    events = []
+
+    class Logging:
+        def recommend_batch(self, sessions, exclude, **options):
+            events.append(f"call k={options['k']}")
+            if options["k"] == 2:  # a request that arrives while the model works: it runs when the loop gets back
+                asyncio.get_running_loop().call_soon(events.append, "health")
+            return trained_recommender(tiny_shop).recommend_batch(sessions, exclude=exclude, **options)
+
+    async def scenario():
+        batcher = MicroBatcher(Logging(), max_wait=0.0)
+        batcher.start()
+        await asyncio.gather(batcher.recommend([["i1"]], [[]], {"k": 2}), batcher.recommend([["i2"]], [[]], {"k": 3}))
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert events == ["call k=2", "health", "call k=3"]
 
 
 @pytest.mark.parametrize("model_thread", [False, True])

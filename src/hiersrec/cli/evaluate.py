@@ -10,19 +10,25 @@ from typing import Annotated, Any
 import typer
 
 from hiersrec.artifact import Artifact, check_compatible, load_artifact
+from hiersrec.cli.outputs import checked_output
 from hiersrec.config import parse_assignment
 from hiersrec.data.ingest import open_dataset
 from hiersrec.data.prepared import PreparedDataset
 from hiersrec.errors import ConfigError
+from hiersrec.eval.metrics import TIE_POLICIES
 from hiersrec.eval.protocol import DEFAULT_KS, PROTOCOLS, EvalReport, format_table
 from hiersrec.eval.protocol import evaluate as run_evaluation
+from hiersrec.files import write_json_atomic
 from hiersrec.models.base import candidate_support
 from hiersrec.provenance import provenance
 from hiersrec.recommend import DEFAULT_MAX_LEN
+from hiersrec.retrieval.category import CandidateBudget
 from hiersrec.retrieval.evaluate import evaluate_candidates, format_candidate_table
 from hiersrec.tuning import tune_and_fit
 
 logger = logging.getLogger(__name__)
+
+MAX_CUTOFF = 10_000  # a cutoff past any sensible list length is a typo
 
 
 def evaluate(
@@ -45,7 +51,7 @@ def evaluate(
     ] = "auto",
     ties: Annotated[str, typer.Option(help="Tie policy: pessimistic, optimistic or mean.")] = "pessimistic",
     split: Annotated[str, typer.Option(help="'test', or 'valid' (the model-selection split).")] = "test",
-    batch_size: Annotated[int, typer.Option(help="Cases scored at once.")] = 512,
+    batch_size: Annotated[int, typer.Option(min=1, max=1_000_000, help="Cases scored at once.")] = 512,
     candidates: Annotated[
         list[str] | None,
         typer.Option(
@@ -63,6 +69,14 @@ def evaluate(
         raise ConfigError("give either a trained RUN directory or at least one --model baseline, not both")
     if candidates and run is None:
         raise ConfigError("--candidates needs a RUN directory of a model with a category head (HierSRec)")
+    # Every option is checked before the data is read and the evaluation runs.
+    if ties not in TIE_POLICIES:
+        raise ConfigError(f"--ties {ties!r}: use one of {', '.join(TIE_POLICIES)}")
+    if any(not 1 <= cutoff <= MAX_CUTOFF for cutoff in k or ()):
+        raise ConfigError(f"--k: cutoffs must be between 1 and {MAX_CUTOFF}, got {sorted(k)}")
+    for budget in candidates or ():
+        CandidateBudget.parse(budget)
+    output = checked_output(output, "--output")
     dataset = open_dataset(data)
     protocol = dataset.default_protocol if protocol == "auto" else protocol
     if protocol not in PROTOCOLS:
@@ -92,8 +106,7 @@ def evaluate(
         report.extra.update(shared)
     payload = {name: report.to_dict() for name, report in reports.items()}
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(payload, indent=2) + "\n")
+        write_json_atomic(output, payload)
     if as_json:
         typer.echo(json.dumps(next(iter(payload.values())) if len(payload) == 1 else payload))
     else:
@@ -141,8 +154,7 @@ def _evaluate_candidates(run, dataset, sessions, budgets, options, output, as_js
     )
     payload = {**report.to_dict(), "extra": {"dataset": dataset.name, **provenance()}}
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(payload, indent=2) + "\n")
+        write_json_atomic(output, payload)
     typer.echo(json.dumps(payload) if as_json else format_candidate_table(report))
 
 

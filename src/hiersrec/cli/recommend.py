@@ -16,7 +16,6 @@ Output: one row per session, in input order: ``session_id``, ``item_ids``, ``sco
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,10 +28,14 @@ import pyarrow.parquet as pq
 import typer
 from tqdm.auto import tqdm
 
+from hiersrec.cli.outputs import checked_output
 from hiersrec.errors import ConfigError, DataError
+from hiersrec.files import replacing_file
 from hiersrec.recommend import Recommendation, Recommender
+from hiersrec.retrieval.category import CandidateBudget
 
 READ_ROWS = 1 << 16  # rows per chunk read from the input file
+MAX_K = 100_000  # items per session: beyond it the output is the catalogue, not a recommendation
 OUTPUT_SCHEMA = pa.schema(
     [
         ("session_id", pa.string()),
@@ -55,13 +58,13 @@ def recommend(
         Path | None, typer.Option("--input", "-i", help="Sessions to score: a .parquet or .csv file.")
     ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the .parquet results.")] = None,
-    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Items per session.")] = 20,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=MAX_K, help="Items per session.")] = 20,
     exclude_seen: Annotated[bool, typer.Option(help="Never recommend a session's own items.")] = False,
     candidate_budget: Annotated[
         str | None,
         typer.Option(help="Rank only the predicted categories' items: '4%', '4%:probability' or 'category:5'."),
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Sessions scored at once.")] = 512,
+    batch_size: Annotated[int, typer.Option(min=1, max=1_000_000, help="Sessions scored at once.")] = 512,
     as_json: Annotated[bool, typer.Option("--json", help="With --session: print one JSON object.")] = False,
 ) -> None:
     """Recommend items for one --session, or for every session of an --input file into --output."""
@@ -69,6 +72,9 @@ def recommend(
         raise ConfigError("give either --session ITEM,ITEM,... or --input FILE (with --output FILE)")
     if input_path is not None and output is None:
         raise ConfigError("--input needs --output FILE.parquet for the results")
+    output = checked_output(output, "--output")  # before the run is loaded and the file scored
+    if candidate_budget is not None:
+        CandidateBudget.parse(candidate_budget)
     recommender = Recommender.from_artifact(run, batch_size=batch_size)
     options = {"exclude_seen": exclude_seen, "candidate_budget": candidate_budget}
     if session is not None:
@@ -99,25 +105,21 @@ def recommend_file(
         DataError: the file's format, columns or values are not readable as sessions.
     """
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.name}.partial")
     n_sessions = 0
-    try:
-        with (
-            pq.ParquetWriter(partial, OUTPUT_SCHEMA) as writer,
-            tqdm(
-                desc="recommend", unit="session", total=_known_session_count(input_path), disable=not show_progress
-            ) as bar,
-        ):
-            for session_ids, sessions in iter_session_chunks(input_path, read_rows):
-                results = recommender.recommend_batch(
-                    sessions, k, exclude_seen=exclude_seen, candidate_budget=candidate_budget
-                )
-                writer.write_table(_results_table(session_ids, results))
-                n_sessions += len(sessions)
-                bar.update(len(sessions))
-        os.replace(partial, output)
-    finally:
-        partial.unlink(missing_ok=True)
+    with (
+        replacing_file(output) as partial,
+        pq.ParquetWriter(partial, OUTPUT_SCHEMA) as writer,
+        tqdm(
+            desc="recommend", unit="session", total=_known_session_count(input_path), disable=not show_progress
+        ) as bar,
+    ):
+        for session_ids, sessions in iter_session_chunks(input_path, read_rows):
+            results = recommender.recommend_batch(
+                sessions, k, exclude_seen=exclude_seen, candidate_budget=candidate_budget
+            )
+            writer.write_table(_results_table(session_ids, results))
+            n_sessions += len(sessions)
+            bar.update(len(sessions))
     return n_sessions
 
 

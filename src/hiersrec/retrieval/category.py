@@ -31,6 +31,7 @@ from hiersrec.data.catalog import ItemCatalog
 from hiersrec.errors import ConfigError
 
 DEFAULT_FRACTION = 0.04  # the paper's candidate set: about 4% of the catalogue
+MAX_CATEGORIES = 1_000_000  # a count budget beyond any catalogue's categories is a typo, not a request
 ORDERS = ("density", "probability")
 
 
@@ -62,8 +63,10 @@ class CandidateBudget:
             raise ConfigError("a candidate budget needs exactly one of fraction or n_categories")
         if self.fraction is not None and not 0.0 < self.fraction <= 1.0:
             raise ConfigError(f"candidate budget fraction must be in (0, 1], got {self.fraction}")
-        if self.n_categories is not None and self.n_categories < 1:
-            raise ConfigError(f"candidate budget needs at least 1 category, got {self.n_categories}")
+        if self.n_categories is not None and not 1 <= self.n_categories <= MAX_CATEGORIES:
+            digits = len(str(self.n_categories))
+            shown = f"{self.n_categories:,}" if digits <= 12 else f"a {digits}-digit number"
+            raise ConfigError(f"candidate budget takes 1 to {MAX_CATEGORIES:,} categories, got {shown}")
         if self.order not in ORDERS:
             raise ConfigError(f"candidate budget order must be one of {', '.join(ORDERS)}, got {self.order!r}")
 

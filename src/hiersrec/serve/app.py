@@ -77,7 +77,7 @@ def create_app(run: str | Path | Recommender, batch_wait: float = 0.002, model_t
     @app.post(
         "/recommend",
         response_model=RecommendResponse,
-        responses={413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+        responses={413: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
         max_body_size=MAX_BODY_BYTES,
     )
     async def recommend(body: RecommendRequest, request: Request) -> Response:
@@ -196,12 +196,14 @@ class _RecommendFastPath:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if not (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"] == "/recommend"
-            and _content_type(scope) == b"application/json"
-        ):
+        is_recommend = scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/recommend"
+        content_type = _content_type(scope) if is_recommend else None
+        if is_recommend and not _is_json(content_type):
+            shown = "none" if content_type is None else repr(content_type.decode("latin-1"))
+            message = f"request body: Content-Type must be application/json, got {shown}"
+            await _error(415, message)(scope, receive, send)
+            return
+        if not (is_recommend and content_type == b"application/json"):
             await self.app(scope, receive, send)
             return
         chunks, size, more = [], 0, True
@@ -224,6 +226,11 @@ class _RecommendFastPath:
         else:
             response = await _answer(scope["app"].state.batcher, body)
         await response(scope, receive, send)
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    # application/json, or a structured syntax suffix such as application/vnd.api+json (RFC 6839).
+    return content_type is not None and (content_type == b"application/json" or content_type.endswith(b"+json"))
 
 
 def _content_type(scope: dict[str, Any]) -> bytes | None:
@@ -255,7 +262,9 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         # Routing errors (404, 405) and FastAPI's body-size limit (413) in the service's error shape.
         message = str(error.detail)
-        return _error(error.status_code, _TOO_LARGE if error.status_code == 413 else message)
+        response = _error(error.status_code, _TOO_LARGE if error.status_code == 413 else message)
+        response.headers.update(error.headers or {})  # e.g. the Allow header of a 405
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -121,6 +121,9 @@ class MicroBatcher:
             for group in groups.values():
                 for chunk in self._chunks(group):
                     await self._score(loop, chunk)
+                    # Let the loop answer what arrived meanwhile (/health, reading requests) between model calls:
+                    # a call scored in the loop's own thread holds it, so back-to-back calls would starve it.
+                    await asyncio.sleep(0)
 
     def _chunks(self, group: list[_Pending]) -> list[list[_Pending]]:
         chunks, current, size = [], [], 0

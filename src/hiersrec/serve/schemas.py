@@ -16,6 +16,7 @@ from pydantic import (
     StrictInt,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 from hiersrec.errors import ConfigError
@@ -24,6 +25,7 @@ from hiersrec.retrieval.category import CandidateBudget
 MAX_K = 1000  # items per session in one answer
 MAX_SESSION_LENGTH = 1000  # clicks (or excluded items) per session; the model keeps its max_len most recent
 MAX_SESSIONS = 512  # sessions per request
+MAX_RESULTS = 20_480  # sessions x k per request: bounds the answer's size and the model time one request takes
 MAX_ID_LENGTH = 256  # characters of one raw id
 
 RawId = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=MAX_ID_LENGTH)] | StrictInt
@@ -63,6 +65,15 @@ class RecommendRequest(_Strict):
         extra="forbid",
         json_schema_extra={"examples": [{"sessions": [{"items": ["1004", "2077"]}], "k": 10}]},
     )
+
+    @model_validator(mode="after")
+    def _bounded_work(self) -> RecommendRequest:
+        if len(self.sessions) * self.k > MAX_RESULTS:
+            raise ValueError(
+                f"sessions x k = {len(self.sessions)} x {self.k} = {len(self.sessions) * self.k:,} exceeds "
+                f"{MAX_RESULTS:,} recommended items per request; send fewer sessions or a smaller k"
+            )
+        return self
 
     @field_validator("candidate_budget")
     @classmethod
