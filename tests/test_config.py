@@ -70,12 +70,30 @@ def test_an_integer_is_accepted_for_a_float_field():
         (["model.category_feed=sideways"], "category_feed must be one of .*'prior'.*got 'sideways'"),
         (["train.precision=fp16"], "must be one of \\['fp32', 'bf16'\\]"),
         (["model.d_model=30", "model.n_heads=4"], "divisible"),
-        (["train.lr=-1"], "train.lr must be > 0"),
+        (["train.lr=-1"], "train.lr must be"),
         (["data.valid_fraction=1.5"], "valid_fraction"),
         (["train.lr"], "expected SECTION.KEY=VALUE"),
+        # issue 9: unbounded sizes allocated terabytes, NaN passed range checks, a bad device was a traceback
+        (["model.max_len=1000000000000"], "model.max_len must be between 1 and 10000"),
+        (["model.d_model=99999999"], "model.d_model must be between"),
+        (["train.batch_targets=0"], "train.batch_targets must be between"),
+        (["train.threads=100000"], "train.threads must be between 0 and 1024"),
+        (["train.weight_decay=nan"], "train.weight_decay must be between"),
+        (["model.category_loss_weight=nan"], "model.category_loss_weight must be between"),
+        (["model.dropout=inf"], "model.dropout must be between"),
+        (["train.device=gpu0"], "train.device must be auto, cpu, cuda or cuda:N"),
+        (["data.valid_fraction=nan"], "valid_fraction"),
+        (["model.name=vstan", "model.k=0"], None),
     ],
 )
 def test_bad_values_fail_with_a_clear_message(overrides, message):
+    if message is None:  # a fitted model's values are checked when it fits, with the model's own message
+        from hiersrec.models import make_model
+
+        config = load_config(overrides=overrides)
+        with pytest.raises(ConfigError, match="k must be an int from 1"):
+            make_model(config.model_name, config.model_params).fit(None, None)
+        return
     with pytest.raises(ConfigError, match=message):
         load_config(overrides=overrides)
 
@@ -114,3 +132,17 @@ def test_presets_exist_for_the_benchmark_datasets():
 def test_resolved_config_round_trips_through_json_data():
     config = load_config(preset="synthetic_hiersrec", overrides=["model.d_model=48"])
     assert config_from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"model = 3\n", "\\[model\\] must be a table, got 3"),  # issue 9: was a traceback
+        (b"[train]\nepochs = 2 # \xff\xfe\n", "not UTF-8|not valid TOML"),
+    ],
+)
+def test_malformed_files_fail_with_a_clear_message(tmp_path, content, message):
+    path = tmp_path / "run.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ import torch
 from hiersrec.config import RunConfig, config_from_dict
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.prepared import PreparedDataset
-from hiersrec.data.vocab import Vocab
+from hiersrec.data.vocab import PAD_TOKEN, Vocab
 from hiersrec.errors import ArtifactError, ConfigError
 from hiersrec.files import write_bytes_atomic, write_json_atomic, write_with_atomic
 from hiersrec.models import is_neural, make_model, model_class
@@ -116,20 +117,26 @@ def load_artifact(run_dir: str | Path, map_location: str | torch.device = "cpu")
     if not run_dir.is_dir():
         raise ArtifactError(f"{run_dir}: no such run directory")
     meta = read_json(run_dir / META, hint="the run is incomplete; finish it with 'hiersrec train ... --resume'")
-    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{run_dir / META}: expected a JSON object, got {type(meta).__name__}")
+    version = meta.get("format_version")
     if version not in READABLE_VERSIONS:
         raise ArtifactError(f"{run_dir / META}: format_version {version!r}, this hiersrec reads {READABLE_VERSIONS}")
     try:
         config = config_from_dict(read_json(run_dir / CONFIG), source=str(run_dir / CONFIG))
     except ConfigError as error:
         raise ArtifactError(str(error)) from error
+    vocab = _read_vocab(run_dir / "vocab.json")
+    catalog = _read_catalog(run_dir / "catalog.npz", vocab)
+    popularity = _read_popularity(run_dir / POPULARITY, vocab.n_items)
+    metrics = read_json(run_dir / "metrics.json")
+    if not isinstance(metrics, dict):
+        raise ArtifactError(f"{run_dir / 'metrics.json'}: expected a JSON object, got {type(metrics).__name__}")
     model = _load_model(run_dir, config, version, map_location)
-    vocab_raw = read_json(run_dir / "vocab.json")
-    vocab = Vocab(item_ids=tuple(vocab_raw["item_ids"]), category_ids=tuple(vocab_raw["category_ids"]))
-    popularity_path = run_dir / POPULARITY
-    popularity = np.load(popularity_path, allow_pickle=False) if popularity_path.is_file() else None
-    catalog = _read_catalog(run_dir / "catalog.npz")
-    return Artifact(model, vocab, catalog, config, meta, read_json(run_dir / "metrics.json"), popularity)
+    sizes = getattr(getattr(model, "config", None), "n_items", vocab.n_items + 1)
+    if sizes != vocab.n_items + 1:
+        raise ArtifactError(f"{run_dir / CONFIG}: the model scores {sizes - 1} items, vocab.json names {vocab.n_items}")
+    return Artifact(model, vocab, catalog, config, meta, metrics, popularity)
 
 
 def check_compatible(artifact: Artifact, dataset: PreparedDataset, run: str | Path = "the run") -> None:
@@ -163,6 +170,11 @@ def _load_model(run_dir: Path, config: RunConfig, version: int, map_location: st
     if not is_neural(name):
         return make_model(name, config.model_params).load(run_dir)
     state = load_tensors(run_dir / WEIGHTS, map_location)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ArtifactError(f"{run_dir / WEIGHTS}: not a state dict of tensors")
+    broken = [key for key, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        raise ArtifactError(f"{run_dir / WEIGHTS}: non-finite values (NaN or inf) in {broken[:3]}; retrain the run")
     if version == 1:
         state = _upgrade_v1_state(state)
     try:
@@ -198,8 +210,9 @@ def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> Any:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError as error:
         raise ArtifactError(f"{path}: not found") from error
-    except Exception as error:  # a corrupt or foreign file: torch raises several kinds
-        raise ArtifactError(f"{path}: cannot be loaded as tensors only ({error})") from error
+    except Exception as error:  # a corrupt or foreign file: torch raises several kinds, some over many lines
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise ArtifactError(f"{path}: cannot be loaded as tensors only ({reason})") from error
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -219,16 +232,46 @@ def _catalog_bytes(catalog: ItemCatalog) -> bytes:
     return buffer.getvalue()
 
 
-def _read_catalog(path: Path) -> ItemCatalog:
+def _read_vocab(path: Path) -> Vocab:
+    raw = read_json(path)
+    ids = raw if isinstance(raw, dict) else {}
+    columns = [ids.get("item_ids"), ids.get("category_ids")]
+    if not all(isinstance(c, list) and c and all(isinstance(i, str) for i in c) for c in columns):
+        raise ArtifactError(f"{path}: expected an object with non-empty string lists item_ids and category_ids")
+    for name, column in zip(("item_ids", "category_ids"), columns, strict=True):
+        if column[0] != PAD_TOKEN or len(set(column)) != len(column):
+            raise ArtifactError(f"{path}: {name} must start with the padding id {PAD_TOKEN!r} and repeat no id")
+    return Vocab(item_ids=tuple(columns[0]), category_ids=tuple(columns[1]))
+
+
+def _read_popularity(path: Path, n_items: int) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    try:
+        popularity = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise ArtifactError(f"{path}: unreadable ({error})") from error
+    if popularity.shape != (n_items + 1,) or not np.issubdtype(popularity.dtype, np.number):
+        raise ArtifactError(f"{path}: expected {n_items + 1} click counts, got {popularity.dtype} {popularity.shape}")
+    return popularity
+
+
+def _read_catalog(path: Path, vocab: Vocab) -> ItemCatalog:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError) as error:
-        raise ArtifactError(f"{path}: unreadable catalogue ({error})") from error
-    return ItemCatalog(
-        item_category=arrays["item_category"],
-        n_categories=int(arrays["n_categories"]),
-        categorical={k.split("__", 1)[1]: v for k, v in arrays.items() if k.startswith("categorical__")},
-        numeric={k.split("__", 1)[1]: v for k, v in arrays.items() if k.startswith("numeric__")},
-        text=tuple(arrays["text"].tolist()) if "text" in arrays else None,
-    )
+        catalog = ItemCatalog(
+            item_category=arrays["item_category"],
+            n_categories=int(arrays["n_categories"]),
+            categorical={k.split("__", 1)[1]: v for k, v in arrays.items() if k.startswith("categorical__")},
+            numeric={k.split("__", 1)[1]: v for k, v in arrays.items() if k.startswith("numeric__")},
+            text=tuple(arrays["text"].tolist()) if "text" in arrays else None,
+        )
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as error:
+        raise ArtifactError(f"{path}: unreadable catalogue ({type(error).__name__}: {error})") from error
+    if catalog.n_items != vocab.n_items or catalog.n_categories != vocab.n_categories:
+        raise ArtifactError(
+            f"{path}: {catalog.n_items} items in {catalog.n_categories} categories, but vocab.json names "
+            f"{vocab.n_items} items and {vocab.n_categories} categories"
+        )
+    return catalog

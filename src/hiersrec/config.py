@@ -138,13 +138,27 @@ def load_config(
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
-    """Strictly build a `RunConfig` from nested plain data (TOML tables or a saved ``config.json``)."""
+    """Strictly build a `RunConfig` from nested plain data (TOML tables or a saved ``config.json``).
+
+    Raises:
+        ConfigError: naming ``source`` and the key: not a table, unknown keys, wrong types, values out of range.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected tables of settings, got {type(raw).__name__}")
+    try:
+        return _config_from_tables(raw, source)
+    except ConfigError as error:
+        message = str(error)
+        raise ConfigError(message if message.startswith(source) else f"{source}: {message}") from None
+
+
+def _config_from_tables(raw: dict[str, Any], source: str) -> RunConfig:
     _check_keys(raw, SECTIONS, source, what="section")
     sections = {}
     for name, cls in SECTIONS.items():
-        values = dict(raw.get(name, {}))
         if not isinstance(raw.get(name, {}), dict):
-            raise ConfigError(f"{source}: [{name}] must be a table")
+            raise ConfigError(f"{source}: [{name}] must be a table, got {raw[name]!r}")
+        values = dict(raw.get(name, {}))
         if name == "model":
             sections[name] = _model_config(values, source)
             continue
@@ -192,15 +206,22 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found") from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML ({error})") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}); TOML files are UTF-8") from error
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read ({error.strerror})") from error
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        raw = json.loads(path.read_text())
     except FileNotFoundError as error:
         raise ConfigError(f"{path}: config file not found") from error
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ConfigError(f"{path}: not a readable JSON config ({error})") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a JSON config is an object of tables, got {type(raw).__name__}")
+    return raw
 
 
 def parse_assignment(assignment: str, expected: str) -> tuple[str, str, str]:

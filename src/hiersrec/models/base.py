@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import io
 import json
+import zipfile
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -191,15 +192,25 @@ class FittedModel:
             ArtifactError: the state files are missing, unreadable or do not describe this model.
         """
         directory = Path(directory)
+        layout_path, state_path = directory / FITTED_LAYOUT, directory / FITTED_STATE
         try:
-            layout = json.loads((directory / FITTED_LAYOUT).read_text())
-            with np.load(directory / FITTED_STATE, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in data.files}
-            state = {key: _decode_state(spec, arrays) for key, spec in layout.items()}
+            layout = json.loads(layout_path.read_text())
         except FileNotFoundError as error:
-            raise ArtifactError(f"{directory}: {Path(error.filename).name} not found") from error
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-            raise ArtifactError(f"{directory}: unreadable fitted state of {type(self).__name__} ({error})") from error
+            raise ArtifactError(f"{layout_path}: not found") from error
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise ArtifactError(f"{layout_path}: unreadable ({error})") from error
+        try:
+            with np.load(state_path, allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+        except FileNotFoundError as error:
+            raise ArtifactError(f"{state_path}: not found") from error
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            reason = str(error).splitlines()[0][:200]
+            raise ArtifactError(f"{state_path}: unreadable arrays (allow_pickle=False; {reason})") from error
+        try:
+            state = {key: _decode_state(spec, arrays) for key, spec in layout.items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ArtifactError(f"{layout_path}: does not describe {state_path.name} ({error!r})") from error
         vars(self).update(state)
         return self
 

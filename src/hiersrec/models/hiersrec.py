@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hiersrec.bounds import check_bounds
 from hiersrec.data.batching import SessionBatch
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.text import SENTENCE_EMBEDDING_DIM, hashed_token_bags, sentence_embeddings
@@ -84,17 +85,12 @@ class HierSRecConfig:
     loss_chunk: int = 256  # rows per chunk of the full-softmax loss
 
     def __post_init__(self) -> None:
-        positive = ("max_len", "d_model", "n_layers", "n_heads", "d_ff", "d_category", "d_attribute", "d_text")
-        for name in (*positive, "text_buckets", "d_feed", "loss_chunk"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        check_bounds(self, "model", _BOUNDS)
         if self.d_model % self.n_heads:
             raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
         for name in ("dropout", "input_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
+            if not getattr(self, name) < 1.0:
                 raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.category_loss_weight < 0 or self.score_scale < 0:
-            raise ConfigError("model.category_loss_weight and model.score_scale must be >= 0")
         if self.category_feed not in CATEGORY_FEEDS:
             raise ConfigError(
                 f"model.category_feed must be one of {', '.join(CATEGORY_FEEDS)}, not {self.category_feed!r}"
@@ -107,6 +103,28 @@ class HierSRecConfig:
     def with_catalog(self, catalog: ItemCatalog) -> HierSRecConfig:
         """This config with ``n_items`` / ``n_categories`` set from ``catalog`` (both counting PAD)."""
         return _replace(self, n_items=catalog.n_items + 1, n_categories=catalog.n_categories + 1)
+
+
+_SIZE = 1 << 16  # far past any width or depth this model trains at; bounds memory before anything is allocated
+_BOUNDS = {
+    "n_items": (0, 1 << 31),
+    "n_categories": (0, 1 << 31),
+    "max_len": (1, 10_000),
+    "d_model": (1, _SIZE),
+    "n_layers": (1, 256),
+    "n_heads": (1, _SIZE),
+    "d_ff": (1, _SIZE),
+    "d_category": (1, _SIZE),
+    "d_attribute": (1, _SIZE),
+    "text_buckets": (1, 1 << 24),
+    "d_text": (1, _SIZE),
+    "d_feed": (1, _SIZE),
+    "loss_chunk": (1, 1 << 20),
+    "dropout": (0.0, 1.0),
+    "input_dropout": (0.0, 1.0),
+    "category_loss_weight": (0.0, 1e6),
+    "score_scale": (0.0, 1e6),
+}
 
 
 def _replace(config: HierSRecConfig, **changes: Any) -> HierSRecConfig:

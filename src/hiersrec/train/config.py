@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
+from hiersrec.bounds import check_bounds
 from hiersrec.errors import ConfigError
 from hiersrec.train.optim import Schedule
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
+_BOUNDS = {
+    "epochs": (1, 100_000),
+    "batch_targets": (1, 1 << 24),
+    "lr": (0.0, 10.0),
+    "weight_decay": (0.0, 10.0),
+    "beta2": (0.0, 1.0),
+    "warmup_steps": (0, 1 << 31),
+    "min_lr_ratio": (0.0, 1.0),
+    "grad_clip": (0.0, 1e6),
+    "patience": (0, 100_000),
+    "valid_k": (1, 10_000),
+    "seed": (0, (1 << 63) - 1),
+    "threads": (0, 1024),
+    "eval_batch_size": (1, 1 << 24),
+}
 
 
 @dataclass(frozen=True)
@@ -32,13 +51,10 @@ class TrainConfig:
     show_progress: bool = True  # progress bar on stderr
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_targets", "valid_k", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "patience", "threads", "grad_clip", "weight_decay", "min_lr_ratio"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
-        if not self.lr > 0 or not 0 <= self.beta2 < 1:
+        check_bounds(self, "train", _BOUNDS)
+        if not self.lr > 0 or not self.beta2 < 1:
             raise ConfigError(f"train.lr must be > 0 and train.beta2 in [0, 1), got {self.lr} and {self.beta2}")
+        if not _DEVICE.fullmatch(self.device):
+            raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.schedule not in ("cosine", "linear", "constant") or self.precision not in ("fp32", "bf16"):
             raise ConfigError("train.schedule must be cosine, linear or constant; train.precision fp32 or bf16")

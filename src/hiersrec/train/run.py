@@ -263,7 +263,11 @@ def _prepare_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
         if _outcome_fields(saved) != _outcome_fields(config):
             raise ConfigError(f"--resume: the configuration differs from the one {run_dir} was started with")
         return
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ArtifactError(f"{run_dir}: is a file, not a run directory; choose another --out")
+    # A start that failed before its first checkpoint leaves config.json alone: nothing to keep, start over.
+    left = {path.name for path in run_dir.iterdir()} if run_dir.exists() else set()
+    if left and left != {CONFIG}:
         raise ArtifactError(f"{run_dir} is not empty; choose a new --out, or continue it with --resume")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / CONFIG, config.to_dict())
