@@ -84,3 +84,27 @@ def test_bad_settings_are_config_errors(tiny_shop, kwargs, message):
 def test_a_metric_the_model_does_not_report_is_a_config_error(tiny_shop):
     with pytest.raises(ConfigError, match="does not report"):
         tune_baseline("last_category", tiny_shop.train, tiny_shop.catalog, metric="mrr@20")
+
+
+def test_a_sources_own_validation_split_is_tuned_on_its_last_item_cases(tiny_shop, monkeypatch, tmp_path):
+    # issue 9: leave-one-out sources were tuned on every prefix of the last 10% of training sessions while
+    # training selected on the source's last-item validation cases. Both now use the source's cases.
+    import dataclasses
+
+    from hiersrec.cli import main
+    from hiersrec.data.storage import save_prepared
+
+    seen = []
+    real_evaluate = tuning.evaluate
+
+    def spy(model, sessions, catalog, **kwargs):
+        seen.append((sessions.n_sessions, kwargs.get("protocol")))
+        return real_evaluate(model, sessions, catalog, **kwargs)
+
+    monkeypatch.setattr(tuning, "evaluate", spy)
+    loo = dataclasses.replace(tiny_shop, valid=tiny_shop.test)  # a source that gives its own validation split
+    directory = save_prepared(loo, tmp_path / "data")
+    with pytest.raises(SystemExit) as exited:
+        main(["evaluate", "--data", str(directory), "-m", "sr", "--tune-trials", "2", "--k", "20", "--json"])
+    assert exited.value.code == 0
+    assert seen[:2] == [(tiny_shop.test.n_sessions, "last_item")] * 2  # both trials, on the source's cases

@@ -65,6 +65,8 @@ def tune_baseline(
     seed: int = 0,
     valid_fraction: float = 0.1,
     max_valid_sessions: int | None = None,
+    valid: SessionData | None = None,
+    protocol: str = "all_prefixes",
     metric: str = "mrr@20",
     space: Mapping[str, Sequence[Any]] | None = None,
     batch_size: int = 512,
@@ -79,6 +81,10 @@ def tune_baseline(
         n_trials: configurations tried, the defaults included (fewer when the space has fewer).
         seed: seed of the random draws.
         valid_fraction: share of the (most recent) training sessions held out for validation.
+        valid: the source's own validation sessions (leave-one-out data: ``train`` extended by one click each);
+            then every trial fits on all of ``train`` and ``valid_fraction`` is not used.
+        protocol: the validation cases: ``"all_prefixes"``, or ``"last_item"`` with a source's ``valid``, the same
+            cases training selects on.
         max_valid_sessions: score only the earliest this many held-out sessions (those right after the head,
             as the test period follows training); None: all of them.
         metric: validation metric to maximise, ``"<hr|mrr|ndcg>@k"`` or ``"cat_acc@<1|5>"``.
@@ -97,7 +103,7 @@ def tune_baseline(
     ks = _metric_cutoffs(metric)
     space = dict(search_space(name) if space is None else space)
     make_baseline(name, **{key: values[0] for key, values in space.items() if values})  # unknown keys fail here
-    head, tail = train.split_tail(valid_fraction)
+    head, tail = (train, valid) if valid is not None else train.split_tail(valid_fraction)
     if max_valid_sessions is not None:
         tail = tail.subset(np.arange(min(max_valid_sessions, tail.n_sessions)))
     # Trial 0 is the defaults, with the values the space holds fixed (a single choice) put in.
@@ -109,7 +115,7 @@ def tune_baseline(
         started = time.perf_counter()
         model = make_baseline(name, **params).fit(head, catalog)
         fitted = time.perf_counter()
-        report = evaluate(model, tail, catalog, ks=ks, batch_size=batch_size)
+        report = evaluate(model, tail, catalog, ks=ks, batch_size=batch_size, protocol=protocol)
         if metric not in report.metrics:
             raise ConfigError(f"baseline {name!r} does not report {metric!r}; it reports {sorted(report.metrics)}")
         trials.append(
@@ -185,12 +191,15 @@ def tune_and_fit(
     *,
     tune_trials: int = 0,
     valid_fraction: float = 0.1,
+    valid: SessionData | None = None,
+    protocol: str = "all_prefixes",
     show_progress: bool = False,
 ) -> FittedBaseline:
     """Optionally tune fitted model ``name`` on the validation tail of ``train``, then fit it on all of ``train``.
 
     Values in ``params`` are held fixed; the rest of the model's `search_space` is searched (``tune_trials``
-    trials, 0: no search). Item models maximise ``mrr@20``, category-only models ``cat_acc@1``.
+    trials, 0: no search). Item models maximise ``mrr@20``, category-only models ``cat_acc@1``. ``valid`` and
+    ``protocol`` are `tune_baseline`'s: a source's own validation split and its cases.
     """
     params = dict(params)
     tuning = None
@@ -204,6 +213,8 @@ def tune_and_fit(
             n_trials=tune_trials,
             space=space,
             valid_fraction=valid_fraction,
+            valid=valid,
+            protocol=protocol,
             metric=metric,
             show_progress=show_progress,
         )

@@ -81,3 +81,24 @@ def test_report_table_and_json():
     table = format_table({"successor": report})
     assert "successor" in table and "60.00" in table and "all_prefixes" in table
     assert report.to_dict()["metrics"]["hr@1"] == pytest.approx(0.6)
+
+
+def test_category_accuracy_is_left_out_where_it_means_nothing(tiny_shop):
+    # issue 9: 100% with a single category, chance from a head no loss trained; both were reported as accuracy.
+    import numpy as np
+
+    from hiersrec.data.catalog import ItemCatalog
+    from hiersrec.eval.protocol import evaluate
+    from hiersrec.models import make_baseline
+    from hiersrec_support import build_model
+
+    one = ItemCatalog(item_category=np.minimum(tiny_shop.catalog.item_category, 1), n_categories=1)
+    single = make_baseline("last_category").fit(tiny_shop.train, one)
+    report = evaluate(single, tiny_shop.test, one, ks=[20])
+    assert "cat_acc@1" not in report.metrics and "1 category" in report.extra["category_metrics_omitted"]
+    untrained = build_model(tiny_shop.catalog, category_loss_weight=0.0, category_feed="none").eval()
+    report = evaluate(untrained, tiny_shop.test, tiny_shop.catalog, ks=[20], max_len=7)
+    assert "cat_acc@1" not in report.metrics and "hr@20" in report.metrics
+    assert "not trained" in report.extra["category_metrics_omitted"]
+    trained = build_model(tiny_shop.catalog).eval()
+    assert "cat_acc@1" in evaluate(trained, tiny_shop.test, tiny_shop.catalog, ks=[20], max_len=7).metrics

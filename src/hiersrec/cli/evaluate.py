@@ -159,9 +159,18 @@ def _evaluate_candidates(run, dataset, sessions, budgets, options, output, as_js
 
 
 def _evaluate_baseline(name, params, tune_trials, dataset, fit_sessions, sessions, options) -> EvalReport:
-    # Tuning sees only the sessions the model is fitted on and splits off their validation tail itself.
+    # Tuning sees only the sessions the model is fitted on and splits off their validation tail itself, unless
+    # the source gives its own validation split (leave-one-out): then its last-item cases, as training selects.
+    own_valid = dataset.valid if sessions is dataset.test else None
     fitted = tune_and_fit(
-        name, params, fit_sessions, dataset.catalog, tune_trials=tune_trials, show_progress=options["show_progress"]
+        name,
+        params,
+        fit_sessions,
+        dataset.catalog,
+        tune_trials=tune_trials,
+        valid=own_valid,
+        protocol=dataset.default_protocol if own_valid is not None else "all_prefixes",
+        show_progress=options["show_progress"],
     )
     report = run_evaluation(fitted.model, sessions, dataset.catalog, **options)
     report.extra["fit_seconds"] = fitted.fit_seconds

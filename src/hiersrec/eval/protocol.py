@@ -92,8 +92,10 @@ def evaluate(
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; use one of {sorted(PROTOCOLS)}")
-    has_items, has_categories = hasattr(model, "score"), hasattr(model, "score_categories")
-    assert has_items or has_categories, f"{type(model).__name__} has neither score nor score_categories"
+    has_items = hasattr(model, "score")
+    omitted = category_metrics_omitted(model, catalog)
+    has_categories = hasattr(model, "score_categories") and omitted is None
+    assert has_items or hasattr(model, "score_categories"), f"{type(model).__name__} has no score"
     targets = sessions.target_positions(protocol)
     sums = MetricSums()
     started = time.perf_counter()
@@ -119,7 +121,23 @@ def evaluate(
         metrics=dict(sorted(metrics.items(), key=lambda kv: _metric_order(kv[0]))),
         seconds=time.perf_counter() - started,
         model=describe_model(model),
+        extra={"category_metrics_omitted": omitted} if omitted and hasattr(model, "score_categories") else {},
     )
+
+
+def category_metrics_omitted(model: Any, catalog: ItemCatalog) -> str | None:
+    """Why next-category accuracy would mean nothing for ``model`` on ``catalog``, or None when it is reported.
+
+    With one category every guess is right (100%); a category head that no loss trained (HierSRec with
+    ``category_loss_weight = 0``) guesses at chance. Both are left out of the metrics rather than reported.
+    """
+    if not hasattr(model, "score_categories"):
+        return "the model predicts no category"
+    if catalog.n_categories < 2:
+        return f"the catalogue has {catalog.n_categories} category: every guess is right"
+    if not getattr(model, "predicts_categories", True):
+        return "the model's category head is not trained (category_loss_weight = 0)"
+    return None
 
 
 def _metric_order(key: str) -> tuple[int, int, str]:

@@ -584,6 +584,11 @@ class HierSRec(nn.Module):
         """(B, C) float32 next-category logits, column 0 (PAD) = -inf."""
         return self.query(batch).category_logits
 
+    @property
+    def predicts_categories(self) -> bool:
+        """True when a loss trains the category head (its accuracy means something)."""
+        return self.config.category_loss_weight > 0 or self.category_feed.normalises_within_category
+
     def candidate_support(self) -> str | None:
         """None: every category feed's scores rank whole-category candidates exactly (see `category_feed`)."""
         return None

@@ -174,6 +174,9 @@ def _fit_closed_form(
         data.catalog,
         tune_trials=tune_trials,
         valid_fraction=config.data.valid_fraction,
+        # A source's own validation split (leave-one-out) and its last-item cases, as a neural model selects on.
+        valid=data.valid if data.validation.get("split") == "source_valid" else None,
+        protocol=data.protocol,
         show_progress=show_progress,
     )
     model, tuning, fit_seconds = fitted.model, fitted.tuning, fitted.fit_seconds

@@ -17,6 +17,7 @@ import torch
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
 from hiersrec.eval.metrics import MetricSums, target_ranks
+from hiersrec.eval.protocol import category_metrics_omitted
 from hiersrec.train.batches import SessionWindows
 
 
@@ -53,10 +54,12 @@ def validation_metrics(
     order = np.argsort(windows.lengths, kind="stable")  # similar lengths together: little padding
     item_category = torch.from_numpy(catalog.item_category).to(device)
     sums = MetricSums()
+    reports_categories = category_metrics_omitted(model, catalog) is None
     for rows in np.array_split(order, max(1, windows.n_targets_total // batch_targets)):
         batch, target_mask = windows.batch(rows, catalog)
         query, targets = model.encode_positions(batch.to(device), target_mask.to(device))
         sums.add_ranks(target_ranks(model.score_query(query), targets), ks)
-        sums.add_category_hits(query.category_logits.float(), item_category[targets])
+        if reports_categories:
+            sums.add_category_hits(query.category_logits.float(), item_category[targets])
     model.train(was_training)
     return sums.means(windows.n_targets_total)
