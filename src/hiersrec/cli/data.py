@@ -25,9 +25,10 @@ from hiersrec.data.ingest.srgnn import read_srgnn_dir
 from hiersrec.data.prepared import PreparedDataset
 from hiersrec.data.recbole_export import write_recbole
 from hiersrec.data.stats import dataset_stats
-from hiersrec.data.storage import load_prepared, save_prepared
+from hiersrec.data.storage import load_prepared, require_replaceable, save_prepared
 from hiersrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
 from hiersrec.errors import ConfigError
+from hiersrec.files import claim_target
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,13 @@ class Source(enum.StrEnum):
 @app.command()
 def prepare(
     source: Annotated[Source, typer.Option(help="Input format.", case_sensitive=False)],
-    out: Annotated[Path, typer.Option(help="Folder to write the prepared dataset to (replaced atomically).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Folder to write the prepared dataset to: new, empty, or an earlier prepared dataset (replaced "
+            "atomically)."
+        ),
+    ],
     input_path: Annotated[
         Path | None,
         typer.Option(
@@ -142,8 +149,12 @@ def prepare(
         raise ConfigError(f"--seed only applies to --source synthetic, not {source.value}")
     if (input_path is None) != (source is Source.synthetic):
         raise ConfigError("--input is required for every source except synthetic (and not allowed there)")
-    dataset = _import(source, input_path, items, name, missing_category, given, seed)
-    save_prepared(dataset, out)
+    # Claimed and checked before the import, which can take minutes: a second writer of --out, or an --out
+    # that is not a prepared dataset, fails at once.
+    with claim_target(out):
+        require_replaceable(out)
+        dataset = _import(source, input_path, items, name, missing_category, given, seed)
+        save_prepared(dataset, out)
     summary = {"out": str(out), **dataset_stats(load_prepared(out))}
     _print(summary, as_json)
 

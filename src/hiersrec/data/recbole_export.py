@@ -21,7 +21,10 @@ Raw item and category ids are written, so RecBole builds its own index; `read_re
 back to the same sessions.
 
 The folder is written whole: the files go into a temporary folder beside ``out_dir``, which then replaces
-``out_dir`` (a previous export of the same files is replaced only once the new one is complete).
+``out_dir`` (a previous export of the same files is replaced only once the new one is complete), by the
+writer holding the claim on ``out_dir`` (`hiersrec.files.claim_target`). An existing folder is an earlier
+export when it holds only these files and its ``<name>.yaml`` starts with the comment line this module
+writes; any other folder (a RecBole dataset of the same name, say) is refused, untouched.
 """
 
 from __future__ import annotations
@@ -40,8 +43,11 @@ import pyarrow as pa
 
 from hiersrec.data.prepared import PreparedDataset
 from hiersrec.data.sessions import SessionData
-from hiersrec.errors import ArtifactError, DataError
-from hiersrec.files import fsync_directory, replace_directory, sibling_temp_dir
+from hiersrec.errors import ArtifactError, ConfigError, DataError
+from hiersrec.files import claim_target, existing_entries, fsync_directory, replace_directory, sibling_temp_dir
+
+# The first line of every settings file written here: what marks a folder as an earlier export.
+_SETTINGS_SIGNATURE = "# RecBole settings for the files hiersrec wrote"
 
 
 def write_recbole(
@@ -57,21 +63,55 @@ def write_recbole(
             no validation split of its own.
 
     Raises:
-        ArtifactError: ``out_dir`` exists and holds other files than these (nothing is written).
+        ArtifactError: ``out_dir`` exists and is not an earlier export of these files (nothing is written), or
+            another process is writing it.
+        ConfigError: ``max_history`` is below 1 or ``valid_fraction`` not in (0, 1).
         DataError: an item id contains whitespace (RecBole token sequences are space-separated), or a
             leave-one-out dataset whose valid/test sequences do not extend its train sequences by one item.
     """
+    if max_history < 1:
+        raise ConfigError(f"max_history must be >= 1, got {max_history}")
+    if not 0.0 < valid_fraction < 1.0:  # also false for NaN
+        raise ConfigError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
     bad = next((raw for raw in dataset.vocab.item_ids[1:] if re.search(r"\s", raw)), None)
     if bad is not None:
         raise DataError(f"item id {bad!r} contains whitespace, which RecBole token sequences cannot hold")
     out_dir = Path(out_dir)
     stem = re.sub(r"[^A-Za-z0-9_-]", "_", dataset.name)
     names = [f"{stem}.{split}.inter" for split in ("train", "valid", "test")] + [f"{stem}.item", f"{stem}.yaml"]
-    if out_dir.exists() and (not out_dir.is_dir() or any(p.name not in names for p in out_dir.iterdir())):
+    with claim_target(out_dir):
+        _require_replaceable(out_dir, names)
+        _write_files(dataset, out_dir, names, stem, max_history, valid_fraction)
+    return [out_dir / name for name in names]
+
+
+def _require_replaceable(out_dir: Path, names: list[str]) -> None:
+    entries = existing_entries(out_dir)
+    if not entries:
+        return
+    refuse = f"choose another --out or remove {out_dir} yourself"
+    foreign = sorted(name for name in entries if name not in names)
+    if foreign:
         raise ArtifactError(
-            f"{out_dir}: exists and holds other files than a RecBole export of {stem}; choose another --out or "
-            "remove it"
+            f"{out_dir}: holds other files than a RecBole export of {names[-1].removesuffix('.yaml')} "
+            f"({', '.join(foreign[:5])}); {refuse}"
         )
+    settings = out_dir / names[-1]
+    try:
+        with open(settings, encoding="utf-8", errors="replace") as handle:
+            first = handle.readline()
+    except OSError:
+        first = ""
+    if not first.startswith(_SETTINGS_SIGNATURE):
+        raise ArtifactError(
+            f"{out_dir}: holds RecBole files that hiersrec did not write (no {settings.name} starting with "
+            f"{_SETTINGS_SIGNATURE!r}); {refuse}"
+        )
+
+
+def _write_files(
+    dataset: PreparedDataset, out_dir: Path, names: list[str], stem: str, max_history: int, valid_fraction: float
+) -> None:
     raw_ids = pl.Series("raw", dataset.vocab.item_ids)
     if dataset.valid is not None:
         id_field, last_only = "user_id", (False, True, True)
@@ -99,7 +139,6 @@ def write_recbole(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return [out_dir / name for name in names]
 
 
 def _write_synced(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -165,7 +204,7 @@ def _item_table(dataset: PreparedDataset) -> pl.DataFrame:
 def _settings(stem: str, id_field: str, max_history: int, dataset: PreparedDataset) -> str:
     fingerprint = dataset.provenance.get("fingerprint", "not saved")
     return (
-        f"# RecBole settings for the files hiersrec wrote from dataset {dataset.name!r} (fingerprint {fingerprint}).\n"
+        f"{_SETTINGS_SIGNATURE} from dataset {dataset.name!r} (fingerprint {fingerprint}).\n"
         f"# Protocol: {dataset.default_protocol}. RecBole reads <data_path>/{stem}/{stem}.*.inter: keep these files\n"
         f"# in a folder named {stem} and set data_path to its parent.\n"
         f"dataset: {stem}\n"

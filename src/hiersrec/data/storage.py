@@ -2,7 +2,8 @@
 
 A prepared dataset folder holds::
 
-    manifest.json        format_version, name, counts, options, provenance, per-file sha256, fingerprint
+    manifest.json        format ("hiersrec-prepared"), format_version, name, counts, options, provenance,
+                         per-file sha256 (files), fingerprint
     train.parquet        one row per session: session_idx, item_idx (list<int64>)[, timestamp (list<int64>)]
     test.parquet         same columns
     valid.parquet        same columns, only when the source gave a validation split
@@ -15,9 +16,15 @@ names and sha256 digests, so two folders with the same fingerprint hold byte-ide
 pyarrow version); `load_prepared` checks every file against its digest and puts the fingerprint in
 ``provenance["fingerprint"]``.
 
+A folder is a prepared dataset when its ``manifest.json`` says ``"format": "hiersrec-prepared"``. Folders
+written before that field existed (format_version 1) are recognised by their manifest's own layout: a
+``files`` table of ``*.parquet`` digests and a ``fingerprint``; anything else (a web app's manifest.json, an
+unparsable one) is foreign, and `save_prepared` refuses to replace it.
+
 Writes never leave a half-written folder behind: everything goes into a temporary folder next to the target,
-each file is fsynced, and the folder is renamed into place; an existing target is replaced only once the new
-one is complete.
+each file is fsynced, and the folder is swapped into place (`hiersrec.files.replace_directory`); an existing
+target is replaced only once the new one is complete, and only by the writer holding its claim
+(`hiersrec.files.claim_target`): a second concurrent writer fails.
 """
 
 from __future__ import annotations
@@ -35,14 +42,24 @@ import pyarrow.parquet as pq
 
 from hiersrec._version import __version__
 from hiersrec.data.catalog import ItemCatalog
+from hiersrec.data.messages import one_line
 from hiersrec.data.prepared import PreparedDataset
 from hiersrec.data.sessions import SessionData
 from hiersrec.data.vocab import PAD_TOKEN, Vocab
 from hiersrec.errors import ArtifactError
-from hiersrec.files import fsync_directory, replace_directory, sibling_temp_dir, write_bytes_atomic
+from hiersrec.files import (
+    claim_target,
+    existing_entries,
+    fsync_directory,
+    recover_directory,
+    replace_directory,
+    sibling_temp_dir,
+    write_bytes_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
+FORMAT = "hiersrec-prepared"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _SPLITS = ("train", "test", "valid")
@@ -57,23 +74,22 @@ def save_prepared(dataset: PreparedDataset, out_dir: str | Path) -> Path:
     returns it.
 
     Raises:
-        ArtifactError: ``out_dir`` exists and is neither empty nor a prepared dataset (nothing is replaced).
+        ArtifactError: ``out_dir`` exists and is neither empty nor a prepared dataset (`require_replaceable`;
+            nothing is changed), or it is being written by another process.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not (out_dir / MANIFEST).is_file() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ArtifactError(
-            f"{out_dir}: exists and is not a prepared dataset (no {MANIFEST}); choose another --out or remove it"
-        )
-    tmp = sibling_temp_dir(out_dir)
-    try:
-        digests = _write_data_files(dataset, tmp)
-        manifest = _manifest(dataset, digests)
-        write_bytes_atomic(tmp / MANIFEST, json.dumps(manifest, indent=2, default=_json_default).encode())
-        fsync_directory(tmp)
-        replace_directory(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with claim_target(out_dir):
+        require_replaceable(out_dir)
+        tmp = sibling_temp_dir(out_dir)
+        try:
+            digests = _write_data_files(dataset, tmp)
+            manifest = _manifest(dataset, digests)
+            write_bytes_atomic(tmp / MANIFEST, json.dumps(manifest, indent=2, default=_json_default).encode())
+            fsync_directory(tmp)
+            replace_directory(tmp, out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     logger.info("wrote prepared dataset %r to %s (fingerprint %s)", dataset.name, out_dir, manifest["fingerprint"])
     return out_dir
 
@@ -86,6 +102,7 @@ def load_prepared(directory: str | Path) -> PreparedDataset:
             missing or does not match its digest.
     """
     directory = Path(directory)
+    recover_directory(directory)
     manifest = read_manifest(directory)
     for filename, digest in manifest["files"].items():
         path = directory / filename
@@ -119,22 +136,91 @@ def load_prepared(directory: str | Path) -> PreparedDataset:
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
-    """The parsed ``manifest.json`` of a prepared dataset folder (format version checked)."""
+    """The parsed ``manifest.json`` of a prepared dataset folder (format and format version checked).
+
+    Raises:
+        ArtifactError: the manifest is missing, unreadable, not a prepared dataset's (module docstring), or of
+            another format version.
+    """
     path = Path(directory) / MANIFEST
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as error:
         raise ArtifactError(
             f"{path}: not found; is {path.parent} a prepared dataset ('hiersrec data prepare')?"
         ) from error
-    except (OSError, json.JSONDecodeError) as error:
-        raise ArtifactError(f"{path}: unreadable ({error}); prepare the dataset again") from error
-    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    except (OSError, ValueError) as error:
+        raise ArtifactError(f"{path}: unreadable ({one_line(error)}); prepare the dataset again") from error
+    if not _is_prepared_manifest(manifest):
+        raise ArtifactError(
+            f'{path}: not the manifest of a hiersrec prepared dataset (no "format": "{FORMAT}"); '
+            f"is {path.parent} a prepared dataset ('hiersrec data prepare')?"
+        )
+    version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise ArtifactError(
             f"{path}: format_version {version!r}, this hiersrec reads {FORMAT_VERSION}; prepare the dataset again"
         )
     return manifest
+
+
+def is_prepared_dir(directory: str | Path) -> bool:
+    """Whether ``directory`` holds a manifest that marks it as a prepared dataset (of any format version)."""
+    try:
+        return _is_prepared_manifest(json.loads((Path(directory) / MANIFEST).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return False
+
+
+def require_replaceable(out_dir: str | Path) -> None:
+    """Raise unless ``out_dir`` may be replaced by a prepared dataset: absent, an empty folder, or one.
+
+    A prepared dataset that also holds files of its user (not listed in its manifest) is not replaced either,
+    so that nothing but our own files is ever removed; hidden files (``.DS_Store``) do not count.
+
+    Raises:
+        ArtifactError: naming why ``out_dir`` is not replaceable (nothing is changed).
+    """
+    out_dir = Path(out_dir)
+    entries = existing_entries(out_dir)
+    if not entries:
+        return
+    refuse = f"choose another --out or remove {out_dir} yourself"
+    if MANIFEST not in entries:
+        raise ArtifactError(f"{out_dir}: exists and is not a prepared dataset (no {MANIFEST}); {refuse}")
+    try:
+        manifest = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ArtifactError(
+            f"{out_dir / MANIFEST}: unreadable ({one_line(error)}), so {out_dir} is not known to be a prepared "
+            f"dataset; {refuse}"
+        ) from error
+    if not _is_prepared_manifest(manifest):
+        raise ArtifactError(
+            f'{out_dir / MANIFEST}: not the manifest of a hiersrec prepared dataset (no "format": "{FORMAT}"); {refuse}'
+        )
+    ours = {MANIFEST, *manifest["files"]}
+    foreign = sorted(name for name in entries if name not in ours and not name.startswith("."))
+    if foreign:
+        raise ArtifactError(
+            f"{out_dir}: a prepared dataset that also holds other files ({', '.join(foreign[:5])}); {refuse}"
+        )
+
+
+def _is_prepared_manifest(manifest: object) -> bool:
+    if not isinstance(manifest, dict):
+        return False
+    if "format" in manifest:
+        return manifest["format"] == FORMAT and isinstance(manifest.get("files"), dict)
+    # Written before the "format" field: format_version 1 and the digest layout no other tool writes.
+    files = manifest.get("files")
+    return (
+        manifest.get("format_version") == 1
+        and isinstance(manifest.get("fingerprint"), str)
+        and isinstance(files, dict)
+        and bool(files)
+        and all(isinstance(name, str) and name.endswith(".parquet") for name in files)
+    )
 
 
 def _write_data_files(dataset: PreparedDataset, directory: Path) -> dict[str, str]:
@@ -225,6 +311,7 @@ def _manifest(dataset: PreparedDataset, digests: dict[str, str]) -> dict[str, An
             counts[f"{split}_sessions"] = sessions.n_sessions
             counts[f"{split}_clicks"] = sessions.n_clicks
     return {
+        "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "name": dataset.name,
         "counts": counts,

@@ -22,9 +22,10 @@ from hiersrec.data.ingest.amazon import is_unisrec_amazon_dir, read_unisrec_amaz
 from hiersrec.data.ingest.recbole import read_recbole_dir
 from hiersrec.data.ingest.srgnn import read_srgnn_dir
 from hiersrec.data.prepared import PreparedDataset
-from hiersrec.data.storage import MANIFEST, load_prepared
+from hiersrec.data.storage import MANIFEST, is_prepared_dir, load_prepared
 from hiersrec.data.synthetic import make_synthetic_shop
 from hiersrec.errors import DataError
+from hiersrec.files import recover_directory
 
 SYNTHETIC = "synthetic"
 
@@ -36,7 +37,7 @@ def open_dataset(spec: str | Path) -> PreparedDataset:
 
     Args:
         spec: ``"synthetic"`` (the embedded default shop, `make_synthetic_shop()`; write ``./synthetic`` for a
-            folder of that name), a folder with ``manifest.json`` (`load_prepared`), a folder with
+            folder of that name), a prepared folder (its ``manifest.json`` says so; `load_prepared`), a folder with
             ``train_sessions.tsv`` (`read_srgnn_dir`), or a folder of RecBole ``.inter`` files
             (`read_unisrec_amazon` when it also holds ``item_meta_derived.tsv``, else `read_recbole_dir`).
 
@@ -45,16 +46,21 @@ def open_dataset(spec: str | Path) -> PreparedDataset:
 
     Raises:
         DataError: ``spec`` is none of these.
+        ArtifactError: ``spec`` holds a ``manifest.json`` that is not a readable prepared dataset's, and no
+            other known layout.
     """
     if str(spec) == SYNTHETIC:
         return make_synthetic_shop()
     path = Path(spec)
-    if (path / MANIFEST).is_file():
+    recover_directory(path)
+    if is_prepared_dir(path):
         return load_prepared(path)
     if (path / "train_sessions.tsv").is_file():
         return read_srgnn_dir(path)
     if path.is_dir() and any(path.glob("*.inter")):
         return read_unisrec_amazon(path) if is_unisrec_amazon_dir(path) else read_recbole_dir(path)
+    if (path / MANIFEST).is_file():
+        return load_prepared(path)  # raises, naming what is wrong with that manifest
     what = "a folder without a known dataset layout" if path.is_dir() else "not found"
     raise DataError(
         f"{spec}: {what}; give a prepared folder (with {MANIFEST}, from 'hiersrec data prepare'), an SR-GNN "
