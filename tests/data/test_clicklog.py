@@ -145,7 +145,7 @@ def test_unparsable_and_empty_values_name_their_line(tmp_path, log_files):
         read_clicklog(bad, log_files[1], OPTIONS)
     items = tmp_path / "bad_items.csv"
     items.write_text(ITEMS.replace("c;x;;B1;2", "c;x;;B1;cheap"))
-    with pytest.raises(DataError, match=r"bad_items.csv: line 4: column 'price' has 'cheap', expected a number"):
+    with pytest.raises(DataError, match=r"bad_items.csv: line 4: column 'price' has 'cheap', expected a finite number"):
         read_clicklog(log_files[0], items, OPTIONS)
     items.write_text(ITEMS + "a;y;Other;B1;1\n")
     with pytest.raises(DataError, match="item 'a' has 2 different rows"):

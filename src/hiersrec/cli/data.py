@@ -80,7 +80,7 @@ def prepare(
         str | None, typer.Option(help="strftime format of text times (default ISO 8601).", rich_help_panel=_CLICKLOG)
     ] = None,
     separator: Annotated[
-        str | None, typer.Option(help="Field separator of text files.", rich_help_panel=_CLICKLOG)
+        str | None, typer.Option(help="Field separator of text files (\\t for a tab).", rich_help_panel=_CLICKLOG)
     ] = None,
     item_id_column: Annotated[
         str | None, typer.Option(help="Item id column of the item table.", rich_help_panel=_CLICKLOG)
@@ -128,7 +128,8 @@ def prepare(
         "time_column": time_column,
         "time_unit": time_unit,
         "time_format": time_format,
-        "separator": separator,
+        # A shell passes \t on as two characters; a tab is what is meant.
+        "separator": "\t" if separator == "\\t" else separator,
         "item_id_column": item_id_column,
         "category_column": category_column,
         "text_column": text_column,

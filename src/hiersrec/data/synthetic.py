@@ -100,8 +100,10 @@ class SyntheticShopConfig:
         for name in ("stay_prob", "ring_prob", "group_prob", "test_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1]")
-        if self.mean_length < 2 or self.max_length < 2:
+        if not (self.mean_length >= 2 and self.max_length >= 2):  # written so that NaN fails too
             raise ConfigError("mean_length and max_length must be >= 2")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
 
 
 def make_synthetic_shop(config: SyntheticShopConfig | None = None) -> PreparedDataset:

@@ -17,14 +17,26 @@ from hiersrec.data.ingest.items import build_catalog
 from hiersrec.data.prepared import PreparedDataset
 from hiersrec.data.sessions import SessionData
 from hiersrec.data.vocab import Vocab
+from hiersrec.errors import DataError
 
 
 def sessions_from_frame(clicks: pl.DataFrame, vocab: Vocab, *, with_timestamps: bool = True) -> SessionData:
     """CSR sessions of an ordered click frame (each session one contiguous block of rows).
 
     Timestamps, when the frame has a ``timestamp`` column and ``with_timestamps``, are whole seconds.
+
+    Raises:
+        DataError: a session's clicks are not one block (the frame was not ordered by `order_clicks`): they
+            would otherwise become two sessions.
     """
-    lengths = clicks["session_id"].rle().struct.field("len").to_numpy() if clicks.height else np.zeros(0)
+    runs = clicks["session_id"].rle()
+    repeated = runs.struct.field("value").filter(runs.struct.field("value").is_duplicated())
+    if repeated.len():
+        raise DataError(
+            f"session {repeated[0]!r}: its clicks are not one block of rows after ordering; order the clicks by "
+            "session first (order_clicks)"
+        )
+    lengths = runs.struct.field("len").to_numpy() if clicks.height else np.zeros(0)
     offsets = np.zeros(lengths.size + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     index = pl.DataFrame({"item_id": vocab.item_ids[1:], "item_idx": np.arange(1, vocab.n_items + 1)})

@@ -17,6 +17,7 @@ preprocessing is the SR-GNN recipe (`hiersrec.data.preprocess`) with every thres
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from hiersrec.data.ingest.assemble import assemble
 from hiersrec.data.ingest.items import apply_category_policy, check_missing_category_policy, unique_items
 from hiersrec.data.ingest.readers import (
     TIME_UNITS,
+    check_separator,
     file_provenance,
     parse_numbers,
     parse_times,
@@ -76,8 +78,8 @@ class ClickLogOptions:
     def __post_init__(self) -> None:
         if (self.test_days is None) == (self.test_fraction is None):
             raise ConfigError("give exactly one of test_days and test_fraction")
-        if self.test_days is not None and self.test_days <= 0:
-            raise ConfigError(f"test_days must be > 0, got {self.test_days}")
+        if self.test_days is not None and not 0.0 < self.test_days < math.inf:  # NaN fails too
+            raise ConfigError(f"test_days must be a finite number > 0, got {self.test_days}")
         if self.test_fraction is not None and not 0.0 < self.test_fraction < 1.0:
             raise ConfigError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if self.min_session_length < 2 or self.min_item_support < 1:
@@ -86,6 +88,10 @@ class ClickLogOptions:
             raise ConfigError(f"consecutive_duplicates must be one of {DUPLICATE_POLICIES}")
         if self.time_unit not in TIME_UNITS:
             raise ConfigError(f"time_unit must be one of {sorted(TIME_UNITS)}")
+        check_separator(self.separator)
+        click_columns = (self.session_column, self.item_column, self.time_column)
+        if len(set(click_columns)) < 3:
+            raise ConfigError(f"session_column, item_column and time_column must differ, got {list(click_columns)}")
         check_missing_category_policy(self.missing_category)
 
 
@@ -180,7 +186,8 @@ def _read_items(path: Path, opts: ClickLogOptions) -> pl.DataFrame:
     require_values(raw, opts.item_id_column, path)
     items = items.with_columns(
         pl.col("item_id").cast(pl.Utf8),
-        pl.col("category").cast(pl.Utf8),
+        # A blank category (possible in Parquet; text files read it as empty already) is no category.
+        pl.col("category").cast(pl.Utf8).str.strip_chars().replace("", None),
         *(parse_numbers(raw, name, path, pl.Float64, allow_missing=True) for name in opts.numeric_columns),
     )
     return unique_items(items, str(path))

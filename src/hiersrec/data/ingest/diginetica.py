@@ -35,7 +35,14 @@ import polars as pl
 
 from hiersrec.data.ingest.assemble import assemble
 from hiersrec.data.ingest.items import apply_category_policy, unique_items
-from hiersrec.data.ingest.readers import file_provenance, parse_numbers, parse_times, read_table, select_columns
+from hiersrec.data.ingest.readers import (
+    file_provenance,
+    parse_numbers,
+    parse_times,
+    read_table,
+    require_values,
+    select_columns,
+)
 from hiersrec.data.prepared import PreparedDataset
 from hiersrec.data.preprocess import (
     drop_unseen_items,
@@ -118,8 +125,10 @@ def read_clicks(path: Path) -> pl.DataFrame:
     frame = select_columns(
         raw, path, mapping, hint="A DIGINETICA click file has the header sessionId;userId;itemId;timeframe;eventdate"
     )
-    date = parse_times(frame, "eventdate", path, fmt="%Y-%m-%d")
-    timeframe = parse_numbers(frame, "timeframe", path, pl.Int64)
+    for ours in ("session_id", "item_id"):
+        require_values(raw, mapping[ours], path)  # under the file's own name, as the user sees it
+    date = parse_times(raw, mapping["eventdate"], path, fmt="%Y-%m-%d")
+    timeframe = parse_numbers(raw, mapping["timeframe"], path, pl.Int64)
     return (
         frame.select("session_id", "item_id")
         .with_columns(date=date, timeframe=timeframe, row=pl.int_range(pl.len(), dtype=pl.Int64))
@@ -133,16 +142,14 @@ def read_clicks(path: Path) -> pl.DataFrame:
 def read_items(categories_path: Path, products_path: Path) -> pl.DataFrame:
     """The item table: ``product-categories.csv`` joined with ``products.csv`` when that file exists."""
     hint = "A DIGINETICA category file has the header itemId;categoryId"
-    categories = select_columns(
-        read_table(categories_path, separator=";"),
-        categories_path,
-        {"item_id": "itemId", "category": "categoryId"},
-        hint=hint,
-    )
+    raw = read_table(categories_path, separator=";")
+    categories = select_columns(raw, categories_path, {"item_id": "itemId", "category": "categoryId"}, hint=hint)
+    require_values(raw, "itemId", categories_path)
     items = unique_items(categories, str(categories_path))
     if not products_path.is_file():
         return items
     raw = read_table(products_path, separator=";")
+    require_values(raw, "itemId", products_path)
     products = select_columns(
         raw,
         products_path,

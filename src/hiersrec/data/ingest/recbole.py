@@ -143,7 +143,17 @@ def _dataset_stem(directory: Path) -> str:
 
 def _read_atomic(path: Path) -> tuple[pl.DataFrame, dict[str, str]]:
     frame = read_table(path, separator="\t")
-    return frame, {column.split(":")[0]: column for column in frame.columns}
+    fields: dict[str, str] = {}
+    for column in frame.columns:
+        name = column.split(":")[0]
+        if name in fields:
+            # Else the later column would silently stand for the field (timestamps read as item ids).
+            raise DataError(
+                f"{path}: line 1: the header names the field {name!r} twice ({fields[name]!r} and {column!r}); "
+                "every field needs its own name"
+            )
+        fields[name] = column
+    return frame, fields
 
 
 def _id_field(fields: dict[str, str], path: Path) -> str:

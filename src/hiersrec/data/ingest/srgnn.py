@@ -14,6 +14,9 @@ import numpy as np
 import polars as pl
 
 from hiersrec.data.catalog import ItemCatalog
+from hiersrec.data.ingest.items import unique_items
+from hiersrec.data.ingest.readers import read_table, require_values
+from hiersrec.data.messages import one_line
 from hiersrec.data.prepared import PreparedDataset
 from hiersrec.data.sessions import SessionData
 from hiersrec.data.vocab import Vocab
@@ -39,6 +42,7 @@ def read_srgnn_dir(directory: str | Path, name: str | None = None) -> PreparedDa
     """
     directory = Path(directory)
     categories = _read_tsv(directory / CATEGORY_FILE, ("item_id", "category_id"))
+    categories = unique_items(categories, str(directory / CATEGORY_FILE))
     item_ids = categories["item_id"].cast(pl.Utf8).to_list()
     category_ids = categories["category_id"].cast(pl.Utf8).unique(maintain_order=True).to_list()
     vocab = Vocab.from_raw(item_ids, sorted(category_ids, key=_natural_key))
@@ -65,14 +69,11 @@ def read_srgnn_dir(directory: str | Path, name: str | None = None) -> PreparedDa
 def _read_tsv(path: Path, columns: tuple[str, ...]) -> pl.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: file not found; an SR-GNN folder holds {(*SESSION_FILES, CATEGORY_FILE)}")
-    try:
-        frame = pl.read_csv(path, separator="\t", infer_schema=False)
-    except pl.exceptions.NoDataError as error:
-        raise DataError(f"{path}: the file is empty") from error
+    frame = read_table(path, separator="\t")
     if tuple(frame.columns) != columns:
-        raise DataError(f"{path}: expected the header {list(columns)}, found {frame.columns}")
-    if frame.height == 0:
-        raise DataError(f"{path}: the file has a header but no rows")
+        raise DataError(f"{path}: expected the header {list(columns)}, found {one_line(frame.columns)}")
+    for column in columns:
+        require_values(frame, column, path)
     return frame
 
 
