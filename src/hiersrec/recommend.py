@@ -12,8 +12,9 @@ vocabulary and catalogue. It is stateless: a recommendation is a pure function o
 * A session scores the same alone or in a batch (up to float rounding in the last digits).
 * With a candidate budget (models that `hiersrec.models.base.candidate_support` accepts: HierSRec, every
   category feed), only the items of the categories selected from the predicted category distribution
-  (`hiersrec.retrieval.category.select_categories`) are ranked, through
-  `hiersrec.retrieval.index.CategoryIndex`, with the model's own scores (`ItemQuery`).
+  (`hiersrec.retrieval.category.select_categories`), and by default every item of the session itself, are
+  ranked, through `hiersrec.retrieval.index.CategoryIndex`, with the model's own scores
+  (`ItemQuery`).
 """
 
 from __future__ import annotations
@@ -242,7 +243,12 @@ class Recommender:
             return top_k(self._mask(self.model.score(batch).float(), exclude, allowed), k)
         query = self.model.query(batch)
         selected = select_categories(query.category_logits, self._index.sizes, budget, allowed)
-        return self._index.search(query, k, selected=selected, exclude=exclude)
+        include = None
+        if budget.session_items:  # every click of the session joins the candidates: a repeat is never lost
+            include = _padded(sessions)
+            if allowed is not None:
+                include = include * allowed[self._item_category[include]]
+        return self._index.search(query, k, selected=selected, exclude=exclude, include=include)
 
     def _rank_popular(self, excluded, k, allowed):
         if self._popularity is None:

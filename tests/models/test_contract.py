@@ -171,3 +171,29 @@ def test_a_category_only_model_cannot_be_asked_for_items(tiny_shop, runs):
     directory, _ = runs("last_category")
     with pytest.raises(Exception, match="predicts categories only"):
         Recommender.from_artifact(directory)
+
+
+@pytest.mark.parametrize("variant", [v for v in ITEM_VARIANTS if v.startswith("hiersrec")])
+@pytest.mark.parametrize("budget", ["category:1", "category:1:categories-only", "10%"])
+def test_a_candidate_budget_ranks_the_full_scores_of_its_candidates(tiny_shop, runs, variant, budget):
+    # The candidates: the chosen categories' items, and by default the session's own items (issue 12: a repeat
+    # is never lost to the budget); each ranked with its full-ranking score, for every category feed.
+    from hiersrec.retrieval.category import CandidateBudget, candidate_mask, select_categories
+    from hiersrec.retrieval.index import CategoryIndex
+
+    directory, model = runs(variant)
+    sessions = _sessions(tiny_shop)
+    batch = _batch(tiny_shop, sessions)
+    parsed = CandidateBudget.parse(budget)
+    query = model.query(batch)
+    sizes = CategoryIndex.from_catalog(model.item_output_embeddings(), tiny_shop.catalog).sizes
+    allowed = candidate_mask(select_categories(query.category_logits, sizes, parsed), model.features_item_category)
+    if parsed.session_items:
+        allowed |= torch.zeros_like(allowed).scatter_(1, batch.items, True)
+        allowed[:, 0] = False
+    expected_ids, expected_scores = top_k(model.score(batch).masked_fill(~allowed, float("-inf")), K)
+    recommender = Recommender.from_artifact(directory)
+    for row, rec in enumerate(recommender.recommend_batch(_raw(tiny_shop, sessions), K, candidate_budget=budget)):
+        real = expected_scores[row] > float("-inf")
+        assert rec.item_ids == tuple(tiny_shop.vocab.decode_items(expected_ids[row][real].tolist()))
+        np.testing.assert_allclose(rec.scores, expected_scores[row][real].numpy(), rtol=1e-5, atol=1e-5)

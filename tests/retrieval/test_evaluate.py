@@ -93,13 +93,18 @@ def test_a_trained_hiersrec_run_full_budget_equals_its_evaluation(tiny_shop):
 
     model = load_artifact(trained_run(tiny_shop)).model
     options = {"max_len": RUN_MAX_LEN, "batch_size": 100}
-    report = evaluate_candidates(model, tiny_shop.test, tiny_shop.catalog, budgets=["category:1", "100%"], **options)
+    budgets = ["category:1:categories-only", "100%", "category:1"]
+    report = evaluate_candidates(model, tiny_shop.test, tiny_shop.catalog, budgets=budgets, **options)
     reference = evaluate(model, tiny_shop.test, tiny_shop.catalog, ks=[20], **options)
     assert report.budgets[1].metrics == pytest.approx({k: reference.metrics[k] for k in report.full.metrics})
     assert report.full.metrics["mrr@20"] == pytest.approx(reference.metrics["mrr@20"])
     # One category of five: the next click's category is the predicted one in about cat_acc@1 of the cases.
-    assert report.budgets[0].candidate_recall == pytest.approx(reference.metrics["cat_acc@1"], abs=1e-6)
-    assert report.budgets[0].single_ms_p50 is not None  # HierSRec's own search is timed
+    categories_only, with_session = report.budgets[0], report.budgets[2]
+    assert categories_only.candidate_recall == pytest.approx(reference.metrics["cat_acc@1"], abs=1e-6)
+    assert categories_only.single_ms_p50 is not None  # HierSRec's own search is timed
+    # The session's own items join by default: never fewer targets kept, and every repeat of a click is kept.
+    assert with_session.candidate_recall >= categories_only.candidate_recall
+    assert with_session.mean_candidate_fraction > categories_only.mean_candidate_fraction
 
 
 @pytest.mark.parametrize("ties", ["pessimistic", "optimistic", "mean"])
@@ -118,4 +123,37 @@ def test_ranks_from_category_counts_equal_ranks_of_masked_scores(ties):
     selected[torch.arange(40), item_category[targets]] = True  # targets inside: outside is a miss anyway
     masked = scores.masked_fill(~candidate_mask(selected, item_category), NEG)
     counts = _counts_by_category(scores, targets, item_category, 5)
-    assert torch.equal(_ranks(counts, selected, ties), target_ranks(masked, targets, ties))
+    inside = torch.ones(40, dtype=torch.bool)
+    assert torch.equal(_ranks(counts, selected, ties, inside), target_ranks(masked, targets, ties))
+
+
+@pytest.mark.parametrize("ties", ["pessimistic", "optimistic", "mean"])
+def test_ranks_with_session_items_equal_ranks_of_masked_scores(ties):
+    # Candidates = the chosen categories' items plus the session's items outside them; the target may be one
+    # of those session items only.
+    from types import SimpleNamespace
+
+    from hiersrec.eval.metrics import target_ranks
+    from hiersrec.retrieval.category import candidate_mask
+    from hiersrec.retrieval.evaluate import _counts_by_category, _ranks, _SessionItems
+
+    generator = torch.Generator().manual_seed(1)
+    item_category = torch.tensor([0] + [1 + i % 4 for i in range(30)])
+    scores = torch.randint(0, 5, (40, 31), generator=generator).float()
+    scores[:, 0] = NEG
+    items = torch.randint(0, 31, (40, 6), generator=generator)
+    targets = items[:, 2].clamp(min=1)
+    items[:, 2] = targets  # every target is a session item, often outside the chosen categories
+    selected = torch.rand(40, 5, generator=generator) < 0.4
+    selected[:, 0] = False
+    session = _SessionItems.of(SimpleNamespace(items=items, target_items=targets), scores)
+    extra = session.outside(selected, item_category)
+    allowed = candidate_mask(selected, item_category) | torch.zeros(40, 31, dtype=torch.bool).scatter_(1, items, True)
+    allowed[:, 0] = False
+    masked = scores.masked_fill(~allowed, NEG)
+    in_selected = selected.gather(1, item_category[targets].unsqueeze(1)).squeeze(1)
+    assert (~in_selected).any() and (session.holds_target(extra) | in_selected).all()
+    ranks = _ranks(
+        _counts_by_category(scores, targets, item_category, 5), selected, ties, in_selected, session.counts(extra)
+    )
+    assert torch.equal(ranks, target_ranks(masked, targets, ties))

@@ -172,9 +172,12 @@ def test_candidate_support_is_the_models_answer():
 
 @pytest.mark.parametrize("strategy", ["blocks", "dense"])
 @pytest.mark.parametrize("normalise", [False, True])
-def test_item_query_terms_make_candidates_score_as_full_ranking(world, strategy, normalise):
-    # Per-category offsets and within-category normalisation (HierSRec's "prior" and "factorised" feeds):
-    # the candidates' scores are the full-ranking scores of the same items, for one query and for a batch.
+@pytest.mark.parametrize("with_session_items", [False, True])
+def test_item_query_terms_make_candidates_score_as_full_ranking(world, strategy, normalise, with_session_items):
+    # Per-category offsets and within-category normalisation (HierSRec's "prior" and "factorised" feeds), and
+    # items included whatever their category (the session's own): the candidates' scores are the full-ranking
+    # scores of the same items, for one query and for a batch, and the top k is the full ranking's top k
+    # among them.
     from hiersrec.models.base import ItemQuery, item_query_scores
 
     item_category, embeddings, queries, category_scores = world
@@ -184,11 +187,16 @@ def test_item_query_terms_make_candidates_score_as_full_ranking(world, strategy,
     offsets = torch.randn(queries.shape[0], N_CATEGORIES + 1, generator=generator)
     query = ItemQuery(queries, torch.zeros_like(offsets), offsets, normalise)
     full = item_query_scores(query, embeddings.T, torch.from_numpy(item_category))
+    include = torch.randint(0, N_ITEMS + 1, (queries.shape[0], 6), generator=generator) if with_session_items else None
+    allowed = selected[:, torch.from_numpy(item_category)]
+    if include is not None:
+        allowed = allowed | torch.zeros_like(allowed).scatter_(1, include, True)
+        allowed[:, 0] = False
     for rows in (slice(0, None), slice(0, 1)):
-        ids, scores = index.search(query.rows(rows), 5, selected=selected[rows], strategy=strategy)
+        extra = None if include is None else include[rows]
+        ids, scores = index.search(query.rows(rows), 5, selected=selected[rows], include=extra, strategy=strategy)
         expected = full[rows].gather(1, ids)
         real = ids > 0
         torch.testing.assert_close(scores[real], expected[real], rtol=1e-5, atol=1e-5)
-        masked = full[rows].masked_fill(~selected[rows][:, torch.from_numpy(item_category)], NEG)
-        reference_ids, _ = top_k(masked, 5)
+        reference_ids, _ = top_k(full[rows].masked_fill(~allowed[rows], NEG), 5)
         assert torch.equal(ids[real], reference_ids[real])

@@ -57,7 +57,7 @@ def evaluate(
         typer.Option(
             "--candidates",
             help="With RUN: also rank within category candidates at this budget ('4%', '0.04', '4%:probability', "
-            "'category:5'); "
+            "'category:5'; the session's own items join them unless ':categories-only' ends the budget); "
             "repeatable. Reports candidate recall, HR/MRR@k against full ranking and latency.",
         ),
     ] = None,

@@ -62,7 +62,10 @@ def recommend(
     exclude_seen: Annotated[bool, typer.Option(help="Never recommend a session's own items.")] = False,
     candidate_budget: Annotated[
         str | None,
-        typer.Option(help="Rank only the predicted categories' items: '4%', '4%:probability' or 'category:5'."),
+        typer.Option(
+            help="Rank only the predicted categories' items and the session's own: '4%', '4%:probability' or "
+            "'category:5' ('...:categories-only': the categories' items alone)."
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=1_000_000, help="Sessions scored at once.")] = 512,
     as_json: Annotated[bool, typer.Option("--json", help="With --session: print one JSON object.")] = False,

@@ -33,6 +33,7 @@ from hiersrec.errors import ConfigError
 DEFAULT_FRACTION = 0.04  # the paper's candidate set: about 4% of the catalogue
 MAX_CATEGORIES = 1_000_000  # a count budget beyond any catalogue's categories is a typo, not a request
 ORDERS = ("density", "probability")
+CATEGORIES_ONLY = ":categories-only"
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class CandidateBudget:
         order: for fraction budgets, ``"density"`` (highest probability per item, ``P(c) / |c|``, first) or
             ``"probability"`` (most probable first, the paper's order); count budgets always take the most
             probable categories.
+        session_items: the session's own items join the candidates whatever their category, so a repeat of
+            an earlier click is never lost to the budget (``":categories-only"`` turns it off: the paper's set).
 
     Example:
         >>> CandidateBudget.parse("4%"), CandidateBudget.parse("4%:probability").order
@@ -57,6 +60,7 @@ class CandidateBudget:
     fraction: float | None = None
     n_categories: int | None = None
     order: str = "density"
+    session_items: bool = True
 
     def __post_init__(self) -> None:
         if (self.fraction is None) == (self.n_categories is None):
@@ -75,6 +79,7 @@ class CandidateBudget:
         """Read ``"4%"``, ``"0.04"``, ``0.04`` (fractions of the catalogue) or ``"category:5"`` (categories).
 
         A fraction may name its order after a colon: ``"4%:probability"`` or ``"4%:density"`` (the default).
+        A final ``":categories-only"`` keeps the session's own items out unless their category is chosen.
 
         Raises:
             ConfigError: the text is none of these forms, or out of range.
@@ -84,26 +89,30 @@ class CandidateBudget:
         if isinstance(text, int | float) and not isinstance(text, bool):
             return cls(fraction=float(text))
         spec = str(text).strip().lower()
+        session_items = not spec.endswith(CATEGORIES_ONLY)
+        spec = spec.removesuffix(CATEGORIES_ONLY)
         match = re.fullmatch(r"(?:categories|category|cat)[:=](\d+)", spec)
         if match:
-            return cls(n_categories=int(match.group(1)))
+            return cls(n_categories=int(match.group(1)), session_items=session_items)
         spec, colon, order = spec.partition(":")
         try:
             fraction = float(spec[:-1]) / 100.0 if spec.endswith("%") else float(spec)
         except ValueError:
             raise ConfigError(
                 f"cannot read candidate budget {text!r}; use a fraction of the catalogue ('4%' or '0.04', "
-                "optionally ':probability' or ':density') or a number of categories ('category:5')"
+                "optionally ':probability' or ':density') or a number of categories ('category:5'), optionally "
+                f"followed by '{CATEGORIES_ONLY}'"
             ) from None
-        return cls(fraction=fraction, order=order if colon else "density")
+        return cls(fraction=fraction, order=order if colon else "density", session_items=session_items)
 
     @property
     def label(self) -> str:
         """Short name for tables and JSON keys: ``"4%"``, ``"4%:probability"`` or ``"5 categories"``."""
+        only = "" if self.session_items or self.is_exhaustive else CATEGORIES_ONLY
         if self.fraction is None:
-            return f"{self.n_categories} categories"
+            return f"{self.n_categories} categories{only}"
         suffix = "" if self.order == "density" or self.is_exhaustive else f":{self.order}"
-        return f"{100 * self.fraction:g}%{suffix}"
+        return f"{100 * self.fraction:g}%{suffix}{only}"
 
     @property
     def is_exhaustive(self) -> bool:

@@ -14,6 +14,7 @@ session at a time.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hiersrec.data.batching import iter_prefix_batches
+from hiersrec.data.batching import SessionBatch, iter_prefix_batches
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
 from hiersrec.eval.metrics import MetricSums, TiePolicy, target_ranks
@@ -156,32 +157,42 @@ def evaluate_candidates(
     targets = sessions.target_positions(protocol)
     sums = {label: _Sums() for label in labels}
     started = time.perf_counter()
-    batches = iter_prefix_batches(sessions, catalog, targets, batch_size, max_len)
+    # Whole prefixes, so that every item of a session can join the candidates; the model reads its last max_len.
+    longest = int(sessions.lengths.max(initial=1))
+    batches = iter_prefix_batches(sessions, catalog, targets, batch_size, max(max_len, longest))
     with (
         torch.inference_mode(),
         tqdm(total=targets.size, desc="candidates", unit="case", disable=not show_progress, leave=False) as bar,
     ):
-        for batch in batches:
+        for whole in batches:
+            batch = _last_clicks(whole, max_len)
             scores, category_scores, query = _score(model, batch, index)  # (B, V), (B, C)
             sums["full"].add_ranks(target_ranks(scores, batch.target_items, ties), [k])
             counts = _counts_by_category(scores, batch.target_items, item_category, sizes.numel())
             target_category = item_category[batch.target_items].unsqueeze(1)  # (B, 1)
             full_ids, full_scores = top_k(scores, k)  # (B, k)
             full_real = full_scores > float("-inf")
+            session = _SessionItems.of(whole, scores)
             for budget, label in zip(parsed, labels[1:], strict=True):
                 selected = select_categories(category_scores, sizes, budget)  # (B, C)
-                inside = selected.gather(1, target_category).squeeze(1)
-                sums[label].add_ranks(torch.where(inside, _ranks(counts, selected, ties), torch.inf), [k])
+                in_selected = selected.gather(1, target_category).squeeze(1)
+                extra = session.outside(selected, item_category) if budget.session_items else None
+                inside = in_selected if extra is None else in_selected | session.holds_target(extra)
+                ranks = _ranks(counts, selected, ties, in_selected, session.counts(extra))
+                sums[label].add_ranks(torch.where(inside, ranks, torch.inf), [k])
                 sums[label].add("recall", inside)
                 # A full-ranking top-k item that is a candidate is also in the candidates' top k.
                 kept = selected.gather(1, item_category[full_ids]) & full_real
+                if extra is not None:
+                    kept |= (full_ids.unsqueeze(2) == session.items.masked_fill(~extra, -1).unsqueeze(1)).any(2)
                 sums[label].add("overlap", kept.sum(dim=1) / full_real.sum(dim=1).clamp(min=1))
-                sums[label].add("fraction", (selected * sizes).sum(dim=1) / catalog.n_items)
+                n_extra = 0 if extra is None else extra.sum(dim=1)
+                sums[label].add("fraction", ((selected * sizes).sum(dim=1) + n_extra) / catalog.n_items)
                 sums[label].add("categories", selected.sum(dim=1))
             n_timed = sums["full"].timed_cases
             if index is not None and n_timed < timed_cases:
                 n_single = max(0, min(len(batch), single_session_sample - n_timed))
-                _time_search(model, query, index, parsed, labels, sums, k, n_single)
+                _time_search(model, query, whole.items, index, parsed, labels, sums, k, n_single)
             bar.update(len(batch))
     n_cases = int(targets.size)
     rows_out = [_result(label, sums, n_cases, catalog.n_categories) for label in labels]
@@ -227,10 +238,65 @@ def _counts_by_category(scores: torch.Tensor, targets: torch.Tensor, item_catego
     return above, equal
 
 
-def _ranks(counts: tuple[torch.Tensor, torch.Tensor], selected: torch.Tensor, ties: TiePolicy) -> torch.Tensor:
-    # Rank among the chosen categories' items under the tie policy of `target_ranks` (target assumed inside).
+def _last_clicks(batch: SessionBatch, max_len: int) -> SessionBatch:
+    # What the evaluator gives a model: each prefix's most recent max_len clicks (left padding kept).
+    if batch.items.shape[1] <= max_len:
+        return batch
+    return dataclasses.replace(
+        batch,
+        items=batch.items[:, -max_len:],
+        categories=batch.categories[:, -max_len:],
+        lengths=batch.lengths.clamp(max=max_len),
+    )
+
+
+@dataclass
+class _SessionItems:
+    # Each case's distinct prefix items (the clicks the model reads) with their full-ranking scores, for budgets
+    # whose candidates include them.
+    items: torch.Tensor  # (B, T) item_idx, 0 = padding or a repeat within the row
+    scores: torch.Tensor  # (B, T) their full-ranking scores
+    targets: torch.Tensor  # (B,) target items
+    target_scores: torch.Tensor  # (B, 1)
+
+    @classmethod
+    def of(cls, batch: Any, scores: torch.Tensor) -> _SessionItems:
+        items, _ = batch.items.sort(dim=1)
+        repeated = torch.zeros_like(items, dtype=torch.bool)
+        repeated[:, 1:] = items[:, 1:] == items[:, :-1]
+        items = items.masked_fill(repeated, 0)
+        targets = batch.target_items
+        return cls(items, scores.gather(1, items), targets, scores.gather(1, targets.unsqueeze(1)))
+
+    def outside(self, selected: torch.Tensor, item_category: torch.Tensor) -> torch.Tensor:
+        """(B, T) bool: the session items that the chosen categories do not already hold."""
+        return (self.items > 0) & ~selected.gather(1, item_category[self.items])
+
+    def holds_target(self, extra: torch.Tensor) -> torch.Tensor:
+        return (extra & (self.items == self.targets.unsqueeze(1))).any(dim=1)
+
+    def counts(self, extra: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        # Extra candidates scoring above, and equal to, each row's target (the target itself not counted).
+        if extra is None:
+            return None
+        above = ((self.scores > self.target_scores) & extra).sum(dim=1)
+        equal = ((self.scores == self.target_scores) & extra & (self.items != self.targets.unsqueeze(1))).sum(dim=1)
+        return above, equal
+
+
+def _ranks(
+    counts: tuple[torch.Tensor, torch.Tensor],
+    selected: torch.Tensor,
+    ties: TiePolicy,
+    target_selected: torch.Tensor,
+    extra: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    # Rank among the candidates (the chosen categories' items, plus `extra` ones) under the tie policy of
+    # `target_ranks`, for a target among them; `target_selected` says whether its category was chosen.
     above = (counts[0] * selected).sum(dim=1).float()
-    equal_others = (counts[1] * selected).sum(dim=1).float() - 1.0
+    equal_others = (counts[1] * selected).sum(dim=1).float() - target_selected.float()
+    if extra is not None:
+        above, equal_others = above + extra[0], equal_others + extra[1]
     if ties == "optimistic":
         return above + 1.0
     if ties == "pessimistic":
@@ -238,21 +304,25 @@ def _ranks(counts: tuple[torch.Tensor, torch.Tensor], selected: torch.Tensor, ti
     return above + 1.0 + equal_others / 2.0
 
 
-def _time_search(model, query, index, budgets, labels, sums, k, n_single) -> None:
+def _time_search(model, query, items, index, budgets, labels, sums, k, n_single) -> None:
     # The searches serving runs: full ranking through the model's own scores, candidates through the index.
-    searches = {"full": lambda q: top_k(model.score_query(q), k)}
+    searches = {}
     for budget, label in zip(budgets, labels[1:], strict=True):
-        searches[label] = lambda q, budget=budget: index.search(
-            q, k, selected=select_categories(q.category_logits, index.sizes, budget)
+        searches[label] = lambda q, items, budget=budget: index.search(
+            q,
+            k,
+            selected=select_categories(q.category_logits, index.sizes, budget),
+            include=items if budget.session_items else None,
         )
+    searches["full"] = lambda q, _items: top_k(model.score_query(q), k)
     for label, search in searches.items():
         started = time.perf_counter()
-        search(query)
+        search(query, items)
         sums[label].seconds += time.perf_counter() - started
         sums[label].timed_cases += query.vectors.shape[0]
         for row in range(n_single):
             started = time.perf_counter()
-            search(query.rows(slice(row, row + 1)))
+            search(query.rows(slice(row, row + 1)), items[row : row + 1])
             sums[label].single.append(time.perf_counter() - started)
 
 

@@ -190,6 +190,8 @@ class CategoryIndex:
         self._position_category = torch.repeat_interleave(torch.arange(self.sizes.numel()), self.sizes)  # (N,)
         self._item_category = torch.zeros(layout.n_items + 1, dtype=torch.int64)
         self._item_category[order] = self._position_category
+        self._position = torch.zeros(layout.n_items + 1, dtype=torch.int64)  # item_idx -> permuted position
+        self._position[order] = torch.arange(layout.n_items)
 
     @classmethod
     def from_catalog(cls, item_embeddings: torch.Tensor, catalog: ItemCatalog) -> CategoryIndex:
@@ -212,15 +214,18 @@ class CategoryIndex:
         *,
         selected: torch.Tensor,
         exclude: torch.Tensor | None = None,
+        include: torch.Tensor | None = None,
         strategy: Literal["auto", "blocks", "dense"] = "auto",
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-``k`` items of each query among the items of its chosen categories.
+        """Top-``k`` items of each query among the items of its chosen categories (and ``include``'s).
 
         Args:
             queries: (B, D) item queries (inner-product scores), or an `ItemQuery` (the model's own scores).
             k: items wanted per row.
             selected: (B, C) bool chosen categories (`hiersrec.retrieval.category.select_categories`).
             exclude: optional (B, E) item indices never to return (0-padded).
+            include: optional (B, I) item indices that are candidates whatever their category (0-padded; e.g. the
+                session's own items), scored exactly as the chosen categories' items.
             strategy: for a batch, ``"blocks"`` scores the chosen category blocks only; ``"dense"`` scores
                 every item in one matrix product and masks the others, cheaper when categories are small and
                 many (each block has a fixed cost); ``"auto"`` picks the cheaper. Results are the same.
@@ -239,6 +244,9 @@ class CategoryIndex:
             scores = self._adjusted(scores, self._position_category, query)
         else:
             ids, scores = self._best_per_category(vectors, selected, k + _max_excluded(exclude), query)
+        if include is not None and include.numel():
+            extra_ids, extra_scores = self._included(vectors, query, selected, include)
+            ids, scores = torch.cat([ids, extra_ids], dim=1), torch.cat([scores, extra_scores], dim=1)
         ids, values = top_k(mask_excluded(ids, scores, exclude), k, ids)
         return _trim(ids, values, k, self.n_items)
 
@@ -261,6 +269,31 @@ class CategoryIndex:
             torch.mv(self.embeddings[start:end], query, out=scores[0, column : column + width])
             ids[0, column : column + width] = self.order[start:end]
             column += width
+        return ids, scores
+
+    def _included(self, vectors: torch.Tensor, query: ItemQuery, selected: torch.Tensor, include: torch.Tensor):
+        # (B, I) ids and exact scores of each row's distinct `include` items outside its chosen categories (those
+        # inside are candidates already); -inf elsewhere. A within-category normaliser needs the item's whole
+        # category: such categories' blocks are scored for the normaliser alone.
+        ids, _ = include.sort(dim=1)
+        repeated = torch.zeros_like(ids, dtype=torch.bool)
+        repeated[:, 1:] = ids[:, 1:] == ids[:, :-1]
+        categories = self._item_category[ids]
+        keep = (ids > 0) & ~repeated & ~selected.gather(1, categories)
+        ids = ids.masked_fill(~keep, 0)
+        inner = (self.embeddings[self._position[ids]] @ vectors.unsqueeze(2)).squeeze(2)  # (B, I)
+        scores = inner.masked_fill(~keep, NEG_INF)
+        rows, columns = keep.nonzero(as_tuple=True)
+        if rows.numel() and query.normalise_within_category:
+            pair_categories = categories[rows, columns]
+            normaliser = torch.empty(rows.numel())
+            for category in torch.unique(pair_categories).tolist():
+                at = (pair_categories == category).nonzero().squeeze(1)
+                start, size = self._starts[category], self._sizes[category]
+                normaliser[at] = (vectors[rows[at]] @ self.embeddings[start : start + size].T).logsumexp(dim=1)
+            scores[rows, columns] -= normaliser
+        if rows.numel() and query.category_offsets is not None:
+            scores[rows, columns] += query.category_offsets.float()[rows, categories[rows, columns]]
         return ids, scores
 
     def _adjusted(self, inner: torch.Tensor, categories: torch.Tensor, query: ItemQuery) -> torch.Tensor:

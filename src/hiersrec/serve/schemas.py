@@ -58,7 +58,8 @@ class RecommendRequest(_Strict):
         None,
         description="Rank only the items of the predicted categories: '4%' or 0.04 of the catalogue (categories "
         "by probability per item; '4%:probability' for the most probable first) or 'category:5' (HierSRec runs "
-        "only). Omit to rank every item.",
+        "only). The session's own items join the candidates unless the budget ends with ':categories-only'. "
+        "Omit to rank every item.",
     )
 
     model_config = ConfigDict(
