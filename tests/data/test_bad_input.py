@@ -175,6 +175,12 @@ CASES = [
     Case("recbole", "extra-field", {"shop.item": RECBOLE["shop.item"] + "e\tx\tpop\tmore\n"}, [], DATA,
          ("shop.item: line 6: 4 fields where the header has 3",)),
     Case("recbole", "drop-policy", {}, ["--missing-category", "drop"], DATA, ("'drop' does not apply",)),
+    Case("recbole", "no-such-category-field", {}, ["--category-column", "colour"], DATA,
+         ("shop.item: no field 'colour' to take categories from",)),
+    Case("recbole", "float-category-field", {"shop.item": "item_id:token\tprice:float\na\t1.5\n"},
+         ["--category-column", "price"], DATA, ("shop.item: the category field 'price:float' is not a token",)),
+    Case("recbole", "amazon-folder-category", {"shop.train.inter": "", "item_meta_derived.tsv": ""},
+         ["--category-column", "genre"], CONFIG, ("--category-column does not apply to", "category_l2")),
     # -- synthetic
     Case("synthetic", "negative-seed", {}, ["--seed", "-1"], CONFIG, ("seed must be >= 0, got -1",)),
 ]

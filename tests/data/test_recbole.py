@@ -190,3 +190,84 @@ def test_real_amazon_scientific(shared_data, tmp_path):
     write_recbole(data, tmp_path / "sci")
     back = read_recbole_dir(tmp_path / "sci")
     assert decoded(back, back.test) == decoded(data, data.test)
+
+
+def test_export_settings_are_what_recbole_accepts_for_its_default_sequential_models_issue_9(tmp_path):
+    # RecBole 1.2.1 refuses the default SASRec/GRU4Rec (loss_type CE) unless train_neg_sample_args is None.
+    data = read_recbole_dir(write_split_files(tmp_path / "src"))
+    write_recbole(data, tmp_path / "toy", max_history=2)
+    text = (tmp_path / "toy" / "toy.yaml").read_text()
+    assert text == (
+        "# RecBole settings for the files hiersrec wrote from dataset 'toy' (fingerprint not saved).\n"
+        "# Protocol: last_item. RecBole reads <data_path>/toy/toy.*.inter: keep these files\n"
+        "# in a folder named toy and set data_path to its parent.\n"
+        "dataset: toy\n"
+        "USER_ID_FIELD: user_id\n"
+        "ITEM_ID_FIELD: item_id\n"
+        "LIST_SUFFIX: _list\n"
+        "MAX_ITEM_LIST_LENGTH: 2\n"
+        "load_col:\n"
+        "  inter: [user_id, item_id_list, item_id]\n"
+        "alias_of_item_id: [item_id_list]\n"
+        "benchmark_filename: [train, valid, test]\n"
+        "# RecBole 1.2 refuses negative sampling with its sequential models' default cross-entropy loss.\n"
+        "train_neg_sample_args: ~\n"
+    )
+    yaml = pytest.importorskip("yaml")
+    settings = yaml.safe_load(text)
+    assert "train_neg_sample_args" in settings and settings["train_neg_sample_args"] is None
+
+
+GENRES = "item_id:token\tgenre:token_seq\tstyle:token\na\tpop rock\tloud\nb\tjazz\tsoft\nc\tpop\tloud\nd\t\t\n"
+
+
+def _genre_folder(directory):
+    directory.mkdir()
+    rows = "".join(f"u{u}\t{item}\t{10 * u + k}\n" for u in range(3) for k, item in enumerate("abcd"))
+    (directory / "shop.inter").write_text("session_id:token\titem_id:token\ttimestamp:float\n" + rows)
+    (directory / "shop.item").write_text(GENRES)
+    return directory
+
+
+def _categories(data: PreparedDataset) -> dict[str, str]:
+    names = data.vocab.decode_categories(data.catalog.item_category[1:])
+    return dict(zip(data.vocab.item_ids[1:], names, strict=True))
+
+
+def test_category_field_of_the_item_file_issue_9(tmp_path):
+    folder = _genre_folder(tmp_path / "shop")
+    # Without the option no field is a category field: every item is 'unknown', as before.
+    assert set(_categories(read_recbole_dir(folder)).values()) == {"unknown"}
+    for field in ("genre", "genre:token_seq"):  # a token_seq field gives its first token
+        data = read_recbole_dir(folder, category_field=field)
+        assert _categories(data) == {"a": "pop", "b": "jazz", "c": "pop", "d": "unknown"}
+        assert data.options["items_without_category_unknown"] == 1
+        assert "genre" not in data.catalog.categorical
+    assert _categories(read_recbole_dir(folder, category_field="style")) == {
+        "a": "loud",
+        "b": "soft",
+        "c": "loud",
+        "d": "unknown",
+    }
+    with pytest.raises(
+        DataError, match=r"shop.item: no field 'colour' to take categories from; found \['item_id:token'"
+    ):
+        read_recbole_dir(folder, category_field="colour")
+    (folder / "shop.item").unlink()
+    with pytest.raises(DataError, match="shop.item: file not found; the category field 'genre' is read from it"):
+        read_recbole_dir(folder, category_field="genre")
+
+
+def test_prepare_recbole_with_a_category_column_issue_9(tmp_path, capsys):
+    from hiersrec.cli import ExitStatus, main
+
+    folder = _genre_folder(tmp_path / "shop")
+    args = ["data", "prepare", "--source", "recbole", "-i", str(folder), "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--category-column", "genre:token_seq"])
+    assert exit_info.value.code == ExitStatus.OK, capsys.readouterr().err
+    assert _categories(open_dataset(tmp_path / "out"))["a"] == "pop"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "prepare", "--help"])
+    help_text = " ".join(capsys.readouterr().out.replace("│", " ").split())  # rich draws boxes around help
+    assert "recbole: a token field as it is, a token_seq field such as genre:token_seq by its first token" in help_text

@@ -86,7 +86,12 @@ def prepare(
         str | None, typer.Option(help="Item id column of the item table.", rich_help_panel=_CLICKLOG)
     ] = None,
     category_column: Annotated[
-        str | None, typer.Option(help="Category column of the item table.", rich_help_panel=_CLICKLOG)
+        str | None,
+        typer.Option(
+            help="Category column of the item table (clicklog), or the field of RecBole's .item file that holds "
+            "the category (recbole: a token field as it is, a token_seq field such as genre:token_seq by its "
+            "first token; default category_id, category or categories)."
+        ),
     ] = None,
     text_column: Annotated[
         str | None, typer.Option(help="Text column of the item table.", rich_help_panel=_CLICKLOG)
@@ -143,6 +148,8 @@ def prepare(
         "test_fraction": test_fraction,
     }
     given = {key: value for key, value in clicklog_options.items() if value is not None}
+    # The one click-log option RecBole shares: which field of its .item file holds the category.
+    category_field = given.pop("category_column", None) if source is Source.recbole else None
     if source is not Source.clicklog and (given or items is not None):
         flags = [f"--{key.replace('_', '-')}" for key in given] + (["--items"] if items is not None else [])
         raise ConfigError(f"options for --source clicklog only, not {source.value}: {', '.join(flags)}")
@@ -154,7 +161,7 @@ def prepare(
     # that is not a prepared dataset, fails at once.
     with claim_target(out):
         require_replaceable(out)
-        dataset = _import(source, input_path, items, name, missing_category, given, seed)
+        dataset = _import(source, input_path, items, name, missing_category, given, seed, category_field)
         save_prepared(dataset, out)
     summary = {"out": str(out), **dataset_stats(load_prepared(out))}
     _print(summary, as_json)
@@ -202,6 +209,7 @@ def _import(
     missing_category: str,
     clicklog_options: dict[str, Any],
     seed: int | None,
+    category_field: str | None,
 ) -> PreparedDataset:
     if source is Source.srgnn:
         if missing_category != "unknown":
@@ -216,9 +224,14 @@ def _import(
         return read_clicklog(input_path, items, options, name=name)
     if source is Source.recbole:
         if is_unisrec_amazon_dir(input_path):
+            if category_field is not None:
+                raise ConfigError(
+                    f"--category-column does not apply to {input_path}: a UniSRec Amazon folder takes its "
+                    "categories from category_l2 of item_meta_derived.tsv"
+                )
             dataset = read_unisrec_amazon(input_path, missing_category=missing_category)
             return dataset if name is None else dataclasses.replace(dataset, name=name)
-        return read_recbole_dir(input_path, missing_category=missing_category, name=name)
+        return read_recbole_dir(input_path, missing_category=missing_category, name=name, category_field=category_field)
     dataset = make_synthetic_shop(SyntheticShopConfig(seed=seed or 0))
     return dataset if name is None else dataclasses.replace(dataset, name=name)
 

@@ -216,4 +216,6 @@ def _settings(stem: str, id_field: str, max_history: int, dataset: PreparedDatas
         f"  inter: [{id_field}, item_id_list, item_id]\n"
         "alias_of_item_id: [item_id_list]\n"
         "benchmark_filename: [train, valid, test]\n"
+        "# RecBole 1.2 refuses negative sampling with its sequential models' default cross-entropy loss.\n"
+        "train_neg_sample_args: ~\n"
     )

@@ -23,6 +23,9 @@ of ``.inter`` are read:
 
 Items get their category, text and attributes from the ``.item`` file (or from a table the caller gives,
 see `hiersrec.data.ingest.amazon`); items without a category go to ``"unknown"`` (counted in the options).
+The category is the field the caller names (``category_field``, e.g. ``genre``), else the first of
+``category_id``, ``category``, ``categories``: a ``token`` field as it is, a ``token_seq`` field by its first
+token (``genre:token_seq`` = ``"pop rock"`` gives ``"pop"``).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from hiersrec.data.ingest.assemble import assemble
 from hiersrec.data.ingest.items import apply_category_policy, unique_items
 from hiersrec.data.ingest.readers import file_provenance, parse_numbers, parse_times, read_table, require_values
 from hiersrec.data.prepared import PreparedDataset
-from hiersrec.errors import DataError
+from hiersrec.errors import ConfigError, DataError
 
 SPLITS = ("train", "valid", "test")
 ID_FIELDS = ("session_id", "user_id")
@@ -53,6 +56,7 @@ def read_recbole_dir(
     numeric: Sequence[str] = (),
     missing_category: str = "unknown",
     name: str | None = None,
+    category_field: str | None = None,
 ) -> PreparedDataset:
     """Read RecBole atomic files from ``directory`` (module docstring).
 
@@ -66,9 +70,13 @@ def read_recbole_dir(
         numeric: item-table columns kept as numeric attributes (with ``items``).
         missing_category: ``"unknown"`` (default), ``"drop"`` or ``"error"`` for items without a category.
         name: dataset name (default: ``dataset``).
+        category_field: the ``.item`` field holding the category (``"genre"`` or ``"genre:token_seq"``);
+            default: the first of `CATEGORY_FIELDS` the file has.
 
     Raises:
-        DataError: no or ambiguous files, missing fields, rows that do not form one sequence per id.
+        DataError: no or ambiguous files, missing fields (``category_field`` included), rows that do not form
+            one sequence per id.
+        ConfigError: ``category_field`` given with ``items`` (the table says what the category is).
     """
     directory = Path(directory)
     stem = dataset or _dataset_stem(directory)
@@ -89,8 +97,12 @@ def read_recbole_dir(
     else:
         raise DataError(f"{directory}: no {stem}.{{train,valid,test}}.inter nor {stem}.inter; pass the dataset name")
     item_file = directory / f"{stem}.item"
+    if category_field is not None and items is not None:
+        raise ConfigError("category_field applies to the .item file, not to an item table given by the caller")
+    if category_field is not None and not item_file.is_file():
+        raise DataError(f"{item_file}: file not found; the category field {category_field!r} is read from it")
     if items is None and item_file.is_file():
-        items, categorical, numeric = read_item_file(item_file)
+        items, categorical, numeric = read_item_file(item_file, category_field=category_field)
         sources.append(item_file)
     _, category_report = apply_category_policy(pl.concat([train, valid, test]), items, missing_category, str(directory))
     if mode == "sessions":
@@ -109,28 +121,50 @@ def read_recbole_dir(
     )
 
 
-def read_item_file(path: Path) -> tuple[pl.DataFrame, list[str], list[str]]:
+def read_item_file(path: Path, *, category_field: str | None = None) -> tuple[pl.DataFrame, list[str], list[str]]:
     """A RecBole ``.item`` file as an item table, with its categorical and numeric attribute names.
 
-    The category is the first of the fields ``category_id``, ``category``, ``categories``; the text the first
-    of ``text``, ``title``; other ``token`` fields become categorical attributes, ``float`` fields numeric ones.
+    The category is ``category_field`` (a field name, with or without its ``:type``), else the first of the
+    fields ``category_id``, ``category``, ``categories``: a ``token`` field's value, a ``token_seq`` field's
+    first token. The text is the first of ``text``, ``title``; other ``token`` fields become categorical
+    attributes, ``float`` fields numeric ones.
+
+    Raises:
+        DataError: the file lacks ``item_id`` or ``category_field``, or the category field is neither a token
+            nor a token_seq field.
     """
     frame, fields = _read_atomic(path)
     if "item_id" not in fields:
         raise DataError(f"{path}: missing the field item_id:token; found {list(fields)}")
     require_values(frame, fields["item_id"], path)
-    category = next((f for f in CATEGORY_FIELDS if f in fields), None)
+    if category_field is not None:
+        category = category_field.split(":")[0]
+        if category not in fields:
+            raise DataError(f"{path}: no field {category!r} to take categories from; found {list(fields.values())}")
+    else:
+        category = next((f for f in CATEGORY_FIELDS if f in fields), None)
     text = next((f for f in TEXT_FIELDS if f in fields), None)
     rest = [f for f in fields if f not in ("item_id", category, text)]
     categorical = [f for f in rest if fields[f].endswith(":token")]
     numeric = [f for f in rest if fields[f].endswith(":float")]
     columns = [pl.col(fields["item_id"]).alias("item_id")]
-    columns.append(pl.col(fields[category]).alias("category") if category else pl.lit(None, pl.Utf8).alias("category"))
+    no_category = pl.lit(None, pl.Utf8).alias("category")
+    columns.append(_category_expression(fields[category], path) if category else no_category)
     if text:
         columns.append(pl.col(fields[text]).alias("text"))
     columns += [pl.col(fields[f]).alias(f) for f in categorical]
     columns += [parse_numbers(frame, fields[f], path, pl.Float64, allow_missing=True).alias(f) for f in numeric]
     return unique_items(frame.select(columns), str(path)), categorical, numeric
+
+
+def _category_expression(column: str, path: Path) -> pl.Expr:
+    kind = column.partition(":")[2]
+    if kind in ("token", ""):
+        return pl.col(column).alias("category")
+    if kind == "token_seq":
+        # RecBole splits token sequences on spaces; the first token is the item's (main) category.
+        return pl.col(column).str.strip_chars().str.split(" ").list.first().replace("", None).alias("category")
+    raise DataError(f"{path}: the category field {column!r} is not a token or token_seq field")
 
 
 def _dataset_stem(directory: Path) -> str:
