@@ -34,9 +34,8 @@ _RUNS: dict[int, Path] = {}
 def trained_run(dataset: PreparedDataset) -> Path:
     """A small HierSRec (d_model 16, max_len 7) trained 3 epochs on ``dataset``; cached per dataset object."""
     if id(dataset) not in _RUNS:
-        from hiersrec.config import DataConfig, RunConfig
+        from hiersrec.config import DataConfig, RunConfig, TrainConfig
         from hiersrec.models.hiersrec import HierSRecConfig
-        from hiersrec.train.config import TrainConfig
         from hiersrec.train.run import TrainingData, fit_run
 
         model = HierSRecConfig(d_model=16, n_heads=2, d_ff=32, max_len=RUN_MAX_LEN, d_category=8, d_feed=8)

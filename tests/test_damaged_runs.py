@@ -14,9 +14,8 @@ import pytest
 import torch
 
 from hiersrec.cli import ExitStatus, main
-from hiersrec.config import DataConfig, FittedModelConfig, RunConfig
+from hiersrec.config import DataConfig, FittedModelConfig, RunConfig, TrainConfig
 from hiersrec.models.hiersrec import HierSRecConfig
-from hiersrec.train.config import TrainConfig
 from hiersrec.train.run import TrainingData, fit_run
 
 

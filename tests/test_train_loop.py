@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from hiersrec.config import TrainConfig
 from hiersrec.data.batching import prefix_batch
 from hiersrec.data.sessions import SessionData
 from hiersrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
 from hiersrec.errors import ArtifactError, ConfigError, TrainingDivergedError
 from hiersrec.eval.protocol import evaluate
 from hiersrec.train.batches import SessionWindows
-from hiersrec.train.config import TrainConfig
 from hiersrec.train.loop import train
 from hiersrec.train.optim import lr_factor, parameter_groups
 from hiersrec.train.validate import validation_metrics

@@ -2,10 +2,11 @@
 
 ``[model]`` names any registered model (``name = "hiersrec"``, the default, or ``"vstan"``...) and sets its
 hyperparameters: a neural model's config dataclass (`HierSRecConfig`), or a fitted model's constructor
-arguments (`FittedModelConfig`). Defaults live next to the code they configure (`HierSRecConfig`,
-`TrainConfig`, `DataConfig`, the models' constructors); a file and ``--set section.key=value`` overrides
-only change them. Unknown keys, wrong types and inconsistent values raise `ConfigError` (with a
-close-match suggestion for typos) before anything is trained or fitted.
+arguments (`FittedModelConfig`). Defaults live in frozen dataclasses: `HierSRecConfig` next to its model, the
+models' constructors, and here `TrainConfig` and `DataConfig` (readers of a run directory need them, and must
+not load the training loop for it). A file and ``--set section.key=value`` overrides only change them. Unknown
+keys, wrong types and inconsistent values raise `ConfigError` (with a close-match suggestion for typos) before
+anything is trained or fitted.
 
 Example:
     >>> cfg = load_config(overrides=["train.lr=3e-4", "model.d_model=32"])
@@ -17,20 +18,73 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import tomllib
 import types
 import typing
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from hiersrec.bounds import check_bounds
 from hiersrec.errors import ConfigError
 from hiersrec.models import is_neural, model_class, model_name_of, parameter_types
 from hiersrec.models.hiersrec import HierSRecConfig
-from hiersrec.train.config import TrainConfig
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"  # shipped with the package (package data)
+
+
+Schedule = Literal["cosine", "linear", "constant"]
+
+_TRAIN_DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
+_TRAIN_BOUNDS = {
+    "epochs": (1, 100_000),
+    "batch_targets": (1, 1 << 24),
+    "lr": (0.0, 10.0),
+    "weight_decay": (0.0, 10.0),
+    "beta2": (0.0, 1.0),
+    "warmup_steps": (0, 1 << 31),
+    "min_lr_ratio": (0.0, 1.0),
+    "grad_clip": (0.0, 1e6),
+    "patience": (0, 100_000),
+    "valid_k": (1, 10_000),
+    "seed": (0, (1 << 63) - 1),
+    "threads": (0, 1024),
+    "eval_batch_size": (1, 1 << 24),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train (defaults: the diginetica preset's)."""
+
+    epochs: int = 20  # maximum number of passes over the training sessions
+    batch_targets: int = 2048  # training targets (predicted clicks) per optimiser step
+    lr: float = 2e-3  # peak learning rate
+    weight_decay: float = 0.05  # AdamW decay on weight matrices (never on embeddings, norms, biases)
+    beta2: float = 0.98  # AdamW second-moment decay
+    warmup_steps: int = 200  # linear warm-up steps
+    schedule: Schedule = "cosine"  # decay after warm-up: cosine, linear or constant
+    min_lr_ratio: float = 0.02  # final learning rate / peak
+    grad_clip: float = 1.0  # max global gradient norm (0 = no clipping)
+    patience: int = 3  # epochs without a better validation metric before stopping
+    valid_k: int = 20  # cutoff of the early-stopping metric MRR@k
+    seed: int = 42  # data order, initialisation and dropout
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+    device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1"...
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast for training (validation is always fp32)
+    eval_batch_size: int = 1024  # validation prefixes scored at once
+    show_progress: bool = True  # progress bar on stderr
+
+    def __post_init__(self) -> None:
+        check_bounds(self, "train", _TRAIN_BOUNDS)
+        if not self.lr > 0 or not self.beta2 < 1:
+            raise ConfigError(f"train.lr must be > 0 and train.beta2 in [0, 1), got {self.lr} and {self.beta2}")
+        if not _TRAIN_DEVICE.fullmatch(self.device):
+            raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.schedule not in ("cosine", "linear", "constant") or self.precision not in ("fp32", "bf16"):
+            raise ConfigError("train.schedule must be cosine, linear or constant; train.precision fp32 or bf16")
 
 
 @dataclass(frozen=True)

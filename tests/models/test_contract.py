@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from hiersrec.artifact import load_artifact
-from hiersrec.config import DataConfig, FittedModelConfig, RunConfig
+from hiersrec.config import DataConfig, FittedModelConfig, RunConfig, TrainConfig
 from hiersrec.data.batching import left_pad, make_batch
 from hiersrec.errors import NotFittedError
 from hiersrec.models import MODELS, is_neural, make_model
@@ -23,7 +23,6 @@ from hiersrec.models.category_feed import CATEGORY_FEEDS
 from hiersrec.models.hiersrec import HierSRecConfig
 from hiersrec.recommend import DEFAULT_MAX_LEN, Recommender
 from hiersrec.retrieval.index import top_k
-from hiersrec.train.config import TrainConfig
 from hiersrec.train.run import TrainingData, fit_run
 
 K = 10

@@ -1,5 +1,5 @@
-"""Training of the neural models: the loop, its options, optimiser and schedules, checkpoints, the run.
+"""Training of the neural models: the loop, optimiser and schedules, checkpoints, the run.
 
 Import from the submodules (`hiersrec.train.loop`, `hiersrec.train.run`...): this package imports nothing
-on its own, so that reading a run's configuration (`hiersrec.train.config`) does not load the loop.
+on its own; nothing outside training imports it (reading, scoring and serving a run never load the loop).
 """

@@ -21,12 +21,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from hiersrec.config import TrainConfig
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
 from hiersrec.errors import ConfigError, TrainingDivergedError
 from hiersrec.train.batches import SessionWindows, iter_epoch
 from hiersrec.train.checkpoint import read_checkpoint, write_checkpoint, write_log
-from hiersrec.train.config import TrainConfig
 from hiersrec.train.optim import build_optimizer, build_scheduler
 from hiersrec.train.validate import validation_metrics
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 from torch import nn
 
-Schedule = Literal["cosine", "linear", "constant"]
+from hiersrec.config import Schedule
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
