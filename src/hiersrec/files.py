@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import fcntl
 import functools
 import json
 import logging
@@ -123,7 +122,7 @@ def replace_directory(new: str | Path, target: str | Path) -> None:
         return
     if _exchange(new, target):
         fsync_directory(target.parent)
-        shutil.rmtree(new, ignore_errors=True)  # it now holds the previous folder
+        _remove(new)  # it now holds the previous folder (or the link that named it)
         return
     old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
     target.rename(old)
@@ -226,6 +225,8 @@ def _lock_path(target: Path) -> Path:
 
 
 def _acquire(lock: Path, target: Path) -> int:
+    import fcntl  # POSIX only, as the folder writes themselves (fsync of a folder); importing hiersrec needs none
+
     while True:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -276,9 +277,17 @@ def _tidy(target: Path) -> None:
         logger.warning("%s: was missing after an interrupted replacement; restored it from %s", target, latest.name)
     stale = _leftovers(target, "tmp") + _leftovers(target, "old")
     for path in stale:
-        shutil.rmtree(path, ignore_errors=True)
+        _remove(path)
     if stale:
         logger.warning("%s: removed %s, left by interrupted writes", target, ", ".join(p.name for p in stale))
+
+
+def _remove(path: Path) -> None:
+    # A link is removed, never what it points to.
+    if path.is_symlink():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 _AT_FDCWD = -100
