@@ -105,8 +105,8 @@ def test_wrong_types_in_the_file_name_the_file_and_key(tmp_path):
 
 
 def test_unknown_model_name_and_broken_toml(tmp_path):
-    with pytest.raises(ConfigError, match="model.name: unknown model 'sasrec'"):
-        load_config(write(tmp_path, '[model]\nname = "sasrec"\n'))
+    with pytest.raises(ConfigError, match="model.name: unknown model 'sasrecc'.*Did you mean 'sasrec'"):
+        load_config(write(tmp_path, '[model]\nname = "sasrecc"\n'))
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(write(tmp_path, "[train\nlr = 1\n"))
     with pytest.raises(ConfigError, match="not found"):

@@ -112,7 +112,7 @@ class FittedModelConfig:
             raise ConfigError(f"model {self.name!r} is configured by {model_class(self.name).config_class.__name__}")
 
 
-ModelConfig = HierSRecConfig | FittedModelConfig
+ModelConfig = Any  # a registered neural model's config dataclass (HierSRecConfig...), or a FittedModelConfig
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ the evaluated ranking.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -20,22 +22,25 @@ from hiersrec.errors import NotFittedError
 from hiersrec.models import MODELS, is_neural, make_model
 from hiersrec.models.base import candidate_support
 from hiersrec.models.category_feed import CATEGORY_FEEDS
-from hiersrec.models.hiersrec import HierSRecConfig
 from hiersrec.recommend import DEFAULT_MAX_LEN, Recommender
 from hiersrec.retrieval.index import top_k
 from hiersrec.train.run import TrainingData, fit_run
 
 K = 10
 MAX_LEN = 7
-VARIANTS = [name for name in MODELS if not is_neural(name)] + [f"hiersrec:{feed}" for feed in CATEGORY_FEEDS]
+NEURAL = [name for name in MODELS if is_neural(name) and name != "hiersrec"]
+VARIANTS = [name for name in MODELS if not is_neural(name)] + NEURAL + [f"hiersrec:{feed}" for feed in CATEGORY_FEEDS]
+TINY = {"d_model": 16, "n_heads": 2, "d_ff": 24, "max_len": MAX_LEN, "d_category": 6, "d_feed": 5}
 ITEM_VARIANTS = [v for v in VARIANTS if v != "last_category"]  # last_category predicts categories only
 
 
 def _config(variant: str) -> RunConfig:
-    if not variant.startswith("hiersrec"):
-        return RunConfig(model=FittedModelConfig(name=variant))
-    feed = variant.split(":")[1]
-    model = HierSRecConfig(d_model=16, n_heads=2, d_ff=24, d_category=6, d_feed=5, max_len=MAX_LEN, category_feed=feed)
+    name, _, feed = variant.partition(":")
+    if not is_neural(name):
+        return RunConfig(model=FittedModelConfig(name=name))
+    config_class = MODELS[name].config_class
+    sizes = {key: value for key, value in TINY.items() if key in {f.name for f in dataclasses.fields(config_class)}}
+    model = config_class(**sizes, **({"category_feed": feed} if feed else {}))
     train = TrainConfig(epochs=2, batch_targets=256, warmup_steps=2, show_progress=False, device="cpu", seed=3)
     return RunConfig(data=DataConfig(), model=model, train=train)
 
@@ -97,7 +102,7 @@ def test_save_then_load_scores_identically(tiny_shop, runs, variant):
     assert torch.equal(getattr(loaded.model, method)(batch), getattr(model, method)(batch))
 
 
-@pytest.mark.parametrize("variant", [v for v in VARIANTS if not v.startswith("hiersrec")])
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if not is_neural(v.partition(":")[0])])
 def test_fitted_models_refuse_to_score_before_fit_and_fit_deterministically(tiny_shop, runs, variant):
     _, model = runs(variant)
     fresh = make_model(variant)

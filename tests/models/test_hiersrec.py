@@ -69,7 +69,7 @@ def test_prefix_scores_equal_the_whole_session_output_at_that_position(tiny_shop
 
 @pytest.mark.parametrize("n_layers", [1, 3])
 def test_inference_computes_the_last_block_at_the_last_click_only_with_the_same_result(tiny_shop, sessions, n_layers):
-    # query() runs the last block at each row's last click alone (`_Block.forward_at`); forward() runs it
+    # query() runs the last block at each row's last click alone (`CausalBlock.forward_at`); forward() runs it
     # everywhere. One layer: no full block before; three: two.
     model = build(tiny_shop.catalog, n_layers=n_layers)
     data = type(tiny_shop.train).from_lists([s.tolist() for s in sessions])

@@ -31,6 +31,7 @@ from hiersrec.models.itemknn import ItemKNN
 from hiersrec.models.last_category import LastCategory
 from hiersrec.models.markov import Markov
 from hiersrec.models.pop import Pop, SessionPop
+from hiersrec.models.sasrec import SASRec
 from hiersrec.models.sknn import SKNN
 from hiersrec.models.sr import SequentialRules
 from hiersrec.models.stan import STAN
@@ -39,7 +40,20 @@ from hiersrec.models.vstan import VSTAN
 
 MODELS: dict[str, type] = {
     cls.name: cls
-    for cls in (Pop, SessionPop, Markov, SequentialRules, ItemKNN, SKNN, VSKNN, STAN, VSTAN, LastCategory, HierSRec)
+    for cls in (
+        Pop,
+        SessionPop,
+        Markov,
+        SequentialRules,
+        ItemKNN,
+        SKNN,
+        VSKNN,
+        STAN,
+        VSTAN,
+        LastCategory,
+        SASRec,
+        HierSRec,
+    )
 }
 """Name -> class of every model."""
 
@@ -172,6 +186,7 @@ __all__ = [
     "LastCategory",
     "Markov",
     "Pop",
+    "SASRec",
     "SKNN",
     "STAN",
     "SequentialRules",

@@ -44,6 +44,7 @@ from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.text import SENTENCE_EMBEDDING_DIM, hashed_token_bags, sentence_embeddings
 from hiersrec.errors import ConfigError, DataError
 from hiersrec.models._chunked_softmax import softmax_cross_entropy_sum
+from hiersrec.models._transformer import CausalBlock, align_left, init_weights
 from hiersrec.models.base import ItemQuery, item_query_scores
 from hiersrec.models.category_feed import CATEGORY_FEEDS, CategoryFeed, CategoryFeedName
 
@@ -242,62 +243,6 @@ class ItemEncoder(nn.Module):
         return self.proj(torch.cat(parts, dim=1))
 
 
-class _Block(nn.Module):
-    """Pre-LN Transformer block with causal self-attention (nanoGPT's layout)."""
-
-    def __init__(self, config: HierSRecConfig) -> None:
-        super().__init__()
-        self.n_heads = config.n_heads
-        self.norm_attention = nn.LayerNorm(config.d_model)
-        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
-        self.out = nn.Linear(config.d_model, config.d_model)
-        self.norm_ff = nn.LayerNorm(config.d_model)
-        self.ff_in = nn.Linear(config.d_model, config.d_ff)
-        self.ff_out = nn.Linear(config.d_ff, config.d_model)
-
-    def forward(self, x: torch.Tensor, dropout: float) -> torch.Tensor:
-        """(B, T, D) -> (B, T, D); position t attends to positions <= t only.
-
-        Dropout acts on the two residual branches only: dropping attention probabilities or the wide FFN
-        hidden layer would need random masks several times larger, the slowest part of a CPU step.
-        """
-        batch, length, width = x.shape
-        q, k, v = self._heads(x)
-        causal = torch.ones(length, length, dtype=torch.bool, device=x.device).triu_(1)
-        attended = self._attend(q, k, v, causal)  # (B, H, T, D/H)
-        x = x + F.dropout(self.out(attended.transpose(1, 2).reshape(batch, length, width)), dropout)
-        return self._feed_forward(x, dropout)
-
-    def forward_at(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) -> (B, D): `forward`'s output at one position per row, without dropout.
-
-        Inference reads one position per session; attending from that position alone (keys and values still
-        cover positions <= it) and running the feed-forward layer there only costs a fraction of `forward` on
-        long sessions, the tail of a served request's latency.
-        """
-        batch, length, width = x.shape
-        rows = torch.arange(batch, device=x.device)
-        q, k, v = self._heads(x)
-        later = torch.arange(length, device=x.device)[None, :] > positions[:, None]  # (B, T)
-        attended = self._attend(q[rows, :, positions].unsqueeze(2), k, v, later[:, None, None, :])  # (B, H, 1, D/H)
-        return self._feed_forward(x[rows, positions] + self.out(attended.reshape(batch, width)), 0.0)
-
-    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # Queries, keys and values of every position, (B, H, T, D/H) each.
-        batch, length, width = x.shape
-        q, k, v = self.qkv(self.norm_attention(x)).split(width, dim=2)
-        return tuple(t.view(batch, length, self.n_heads, -1).transpose(1, 2) for t in (q, k, v))
-
-    @staticmethod
-    def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        # Plain attention: with T <= max_len, this beats the fused CPU kernels, whose backward is slow.
-        scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)  # (B, H, Tq, T)
-        return scores.masked_fill(hidden, float("-inf")).softmax(dim=-1).to(v.dtype) @ v
-
-    def _feed_forward(self, x: torch.Tensor, dropout: float) -> torch.Tensor:
-        return x + F.dropout(self.ff_out(F.gelu(self.ff_in(self.norm_ff(x)))), dropout)
-
-
 @dataclass
 class HierSRecOutput:
     """Training output: the loss terms and the per-target predictions they came from.
@@ -351,14 +296,16 @@ class HierSRec(nn.Module):
         separate = config.output_embedding == "separate"
         self.output_encoder = ItemEncoder(config, features, self.category_table) if separate else None
         self.positions = nn.Embedding(config.max_len, config.d_model)
-        self.blocks = nn.ModuleList(_Block(config) for _ in range(config.n_layers))
+        self.blocks = nn.ModuleList(
+            CausalBlock(config.d_model, config.n_heads, config.d_ff) for _ in range(config.n_layers)
+        )
         self.final_norm = nn.LayerNorm(config.d_model)
         self.category_head = nn.Linear(config.d_model, config.n_categories)
         self.category_feed = CategoryFeed(
             config.category_feed, config.n_categories, config.d_model, config.d_ff, config.d_feed, config.d_category
         )
         self.item_bias = nn.Parameter(torch.zeros(config.n_items)) if config.item_bias else None
-        self.apply(_init_weights)
+        self.apply(init_weights)
         for encoder in (self.item_encoder, self.output_encoder):
             if encoder is not None and encoder.proj is not None:
                 # Keep projected items at the embeddings' scale (std 0.02), level with the positions: with the
@@ -511,8 +458,8 @@ class HierSRec(nn.Module):
         dropout = self.config.dropout if self.training else 0.0
         # The state after click j predicts click j + 1: encode all but the last column, targets shift by one.
         states = self._states(items[:, :-1], (lengths - 1).clamp(min=0), dropout)  # (B, T-1, D)
-        next_items = _align_left(items, lengths)[:, 1:]  # (B, T-1) the click after each state
-        selected = _align_left(is_target, lengths)[:, 1:]
+        next_items = align_left(items, lengths)[:, 1:]  # (B, T-1) the click after each state
+        selected = align_left(is_target, lengths)[:, 1:]
         return self._heads(states[selected], dropout), next_items[selected]
 
     def _item_loss(self, query: ItemQuery, target_items, target_categories, category_loss) -> torch.Tensor:
@@ -596,23 +543,3 @@ class HierSRec(nn.Module):
     def describe(self) -> dict[str, Any]:
         """Name and hyperparameters, for reports."""
         return {"name": self.name, **asdict(self.config)}
-
-
-def _align_left(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    # Move each row's last `length` columns to the front (LEFT padding -> padding on the right).
-    width = values.shape[1]
-    gather = (torch.arange(width, device=values.device)[None, :] + (width - lengths)[:, None]) % width
-    return values.gather(1, gather)
-
-
-def _init_weights(module: nn.Module) -> None:
-    # GPT-2 style: small normal weights, zero biases; padding rows stay zero.
-    if isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Embedding | nn.EmbeddingBag):
-        nn.init.normal_(module.weight, std=0.02)
-        if getattr(module, "padding_idx", None) is not None:
-            with torch.no_grad():
-                module.weight[module.padding_idx].zero_()
