@@ -196,3 +196,13 @@ def test_the_category_feed_helps_where_the_next_category_determines_the_next_ite
         results[feed] = evaluate(model.eval(), shop.test, shop.catalog, ks=(1, 20), max_len=MAX_LEN).metrics
     assert results["factorised"]["hr@1"] > results["none"]["hr@1"] + 0.15
     assert results["factorised"]["mrr@20"] > results["none"]["mrr@20"] + 0.08
+
+
+def test_progress_written_to_a_log_is_a_few_whole_lines(tiny_shop, capsys):
+    # issue 9: a redraw per step (117 kB of frames in the quickstart's stderr) flooded files and CI logs.
+    fit, valid = tiny_shop.validation_split(0.2)
+    train(build(tiny_shop.catalog), fit, valid, tiny_shop.catalog, fast(epochs=3, show_progress=True))
+    written = capsys.readouterr().err  # not a terminal
+    steps = len(SessionWindows.from_sessions(fit, MAX_LEN).epoch_batches(64, np.random.default_rng(0)))
+    assert "\r" not in written and steps > 10
+    assert 1 <= written.count("\n") <= 3 * 2  # about one line an epoch here, not one a step

@@ -17,13 +17,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
 from hiersrec.errors import ConfigError
 from hiersrec.eval.protocol import evaluate
 from hiersrec.models import default_params, make_baseline, search_space
+from hiersrec.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def tune_baseline(
     candidates = _draw_configurations(space, base, n_trials, np.random.default_rng(seed))
 
     trials: list[dict[str, Any]] = []
-    for number, params in enumerate(tqdm(candidates, desc=f"tune {name}", disable=not show_progress)):
+    for number, params in enumerate(progress(candidates, desc=f"tune {name}", disable=not show_progress)):
         started = time.perf_counter()
         model = make_baseline(name, **params).fit(head, catalog)
         fitted = time.perf_counter()

@@ -26,11 +26,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import typer
-from tqdm.auto import tqdm
 
 from hiersrec.cli.outputs import checked_output
 from hiersrec.errors import ConfigError, DataError
 from hiersrec.files import replacing_file
+from hiersrec.progress import progress
 from hiersrec.recommend import Recommendation, Recommender
 from hiersrec.retrieval.category import CandidateBudget
 
@@ -112,7 +112,7 @@ def recommend_file(
     with (
         replacing_file(output) as partial,
         pq.ParquetWriter(partial, OUTPUT_SCHEMA) as writer,
-        tqdm(
+        progress(
             desc="recommend", unit="session", total=_known_session_count(input_path), disable=not show_progress
         ) as bar,
     ):

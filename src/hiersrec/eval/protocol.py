@@ -8,12 +8,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from hiersrec.data.batching import iter_prefix_batches
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
 from hiersrec.eval.metrics import MetricSums, TiePolicy, target_ranks
+from hiersrec.progress import progress
 
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20)
 PROTOCOLS = {
@@ -102,14 +102,14 @@ def evaluate(
     batches = iter_prefix_batches(sessions, catalog, targets, batch_size, max_len)
     with (
         torch.inference_mode(),
-        tqdm(total=targets.size, desc="evaluate", unit="case", disable=not show_progress, leave=False) as progress,
+        progress(total=targets.size, desc="evaluate", unit="case", disable=not show_progress, leave=False) as bar,
     ):
         for batch in batches:
             if has_items:
                 sums.add_ranks(target_ranks(model.score(batch).float(), batch.target_items, ties), ks)
             if has_categories:
                 sums.add_category_hits(model.score_categories(batch).float(), batch.target_categories)
-            progress.update(len(batch))
+            bar.update(len(batch))
     n_cases = int(targets.size)
     metrics = sums.means(n_cases)
     return EvalReport(

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from hiersrec.data.batching import SessionBatch, iter_prefix_batches
 from hiersrec.data.catalog import ItemCatalog
@@ -30,6 +29,7 @@ from hiersrec.data.sessions import SessionData
 from hiersrec.eval.metrics import MetricSums, TiePolicy, target_ranks
 from hiersrec.eval.protocol import describe_model
 from hiersrec.models.base import candidate_support
+from hiersrec.progress import progress
 from hiersrec.retrieval.category import CandidateBudget, CategoryLayout, select_categories
 from hiersrec.retrieval.index import CategoryIndex, top_k
 
@@ -162,7 +162,7 @@ def evaluate_candidates(
     batches = iter_prefix_batches(sessions, catalog, targets, batch_size, max(max_len, longest))
     with (
         torch.inference_mode(),
-        tqdm(total=targets.size, desc="candidates", unit="case", disable=not show_progress, leave=False) as bar,
+        progress(total=targets.size, desc="candidates", unit="case", disable=not show_progress, leave=False) as bar,
     ):
         for whole in batches:
             batch = _last_clicks(whole, max_len)

@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from hiersrec.config import TrainConfig
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
 from hiersrec.errors import ConfigError, TrainingDivergedError
+from hiersrec.progress import progress
 from hiersrec.train.batches import SessionWindows, iter_epoch
 from hiersrec.train.checkpoint import read_checkpoint, write_checkpoint, write_log
 from hiersrec.train.optim import build_optimizer, build_scheduler
@@ -147,7 +147,7 @@ def _train_epoch(model, windows, catalog, cfg, optimizer, scheduler, epoch, devi
     sums = {"loss": 0.0, "item_loss": 0.0, "category_loss": 0.0}
     n_steps, n_targets, started, cpu_started = 0, 0, time.perf_counter(), time.process_time()
     batches = windows.epoch_batches(cfg.batch_targets, rng)
-    progress = tqdm(
+    bar = progress(
         iter_epoch(batches, windows, catalog),
         total=len(batches),
         desc=f"epoch {epoch}",
@@ -155,7 +155,7 @@ def _train_epoch(model, windows, catalog, cfg, optimizer, scheduler, epoch, devi
         disable=not cfg.show_progress,
         leave=False,
     )
-    for batch, target_mask in progress:
+    for batch, target_mask in bar:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             out = model(batch.to(device), target_mask.to(device))
         if not torch.isfinite(out.loss):
@@ -174,7 +174,9 @@ def _train_epoch(model, windows, catalog, cfg, optimizer, scheduler, epoch, devi
         for name in sums:
             sums[name] += float(getattr(out, name).detach())
         elapsed = time.perf_counter() - started
-        progress.set_postfix(loss=f"{sums['loss'] / n_steps:.3f}", targets_per_s=f"{n_targets / elapsed:.0f}")
+        # refresh=False: the bar redraws at its own interval (a redraw per step floods a log file).
+        postfix = {"loss": f"{sums['loss'] / n_steps:.3f}", "targets_per_s": f"{n_targets / elapsed:.0f}"}
+        bar.set_postfix(postfix, refresh=False)
     seconds = time.perf_counter() - started
     return {
         "epoch": epoch,
