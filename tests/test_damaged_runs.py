@@ -148,3 +148,29 @@ def test_a_run_left_with_only_its_config_after_a_failed_start_starts_again(tiny_
     (run / "notes.txt").write_text("mine")
     with pytest.raises(Exception, match="is not empty"):
         fit_run(config, TrainingData.from_prepared(tiny_shop), run)
+
+
+def test_a_second_writer_of_a_run_directory_is_refused(tiny_shop, tmp_path):
+    # issue 9: two trainings into one --out both wrote it; the second now gets a clear error while the first runs.
+    import threading
+
+    from hiersrec.files import TargetBusyError, claim_target
+
+    run, claimed, done = tmp_path / "run", threading.Event(), threading.Event()
+
+    def first_writer():
+        with claim_target(run):
+            claimed.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=first_writer)
+    thread.start()
+    try:
+        claimed.wait(10)
+        with pytest.raises(TargetBusyError, match="being written"):
+            fit_run(RunConfig(model=FittedModelConfig(name="pop")), TrainingData.from_prepared(tiny_shop), run)
+    finally:
+        done.set()
+        thread.join()
+    fit_run(RunConfig(model=FittedModelConfig(name="pop")), TrainingData.from_prepared(tiny_shop), run)
+    assert (run / "meta.json").is_file()

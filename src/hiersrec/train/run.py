@@ -29,7 +29,7 @@ from hiersrec.data.prepared import PreparedDataset
 from hiersrec.data.sessions import SessionData
 from hiersrec.data.vocab import Vocab
 from hiersrec.errors import ArtifactError, ConfigError
-from hiersrec.files import write_json_atomic
+from hiersrec.files import claim_target, write_json_atomic
 from hiersrec.models import is_neural, make_model
 from hiersrec.provenance import provenance
 from hiersrec.train.checkpoint import CHECKPOINT, CURVE, plot_curve, write_log
@@ -146,18 +146,25 @@ def fit_run(
         The saved `Artifact`, and the `TrainResult` (neural), the `TuningResult` (fitted and tuned) or None.
 
     Raises:
-        ArtifactError: ``run_dir`` holds another run (without ``resume``) or nothing to resume.
+        ArtifactError: ``run_dir`` holds another run (without ``resume``) or nothing to resume, or another
+            process is writing it (`hiersrec.files.TargetBusyError`).
         ConfigError: the configuration does not fit the data, or differs from the run being resumed.
     """
     if not isinstance(data, TrainingData):
         raise TypeError("fit_run takes TrainingData (train + validation only); use TrainingData.from_prepared")
+    # One writer per run directory: a second training into the same --out is refused while this one runs.
+    with claim_target(run_dir):
+        return _fit(config, data, Path(run_dir), resume, stop_after, tune_trials, show_progress)
+
+
+def _fit(config, data, run_dir, resume, stop_after, tune_trials, show_progress):
     if is_neural(config.model_name):
         if tune_trials:
             raise ConfigError("tuning trials are for fitted models; a neural model is selected by early stopping")
-        return _train_neural(config, data, Path(run_dir), resume, stop_after)
+        return _train_neural(config, data, run_dir, resume, stop_after)
     if resume:
         raise ConfigError(f"model {config.model_name!r} is fitted in one go: there is nothing to resume")
-    return _fit_closed_form(config, data, Path(run_dir), tune_trials, show_progress)
+    return _fit_closed_form(config, data, run_dir, tune_trials, show_progress)
 
 
 def _fit_closed_form(
