@@ -5,9 +5,14 @@ Generic infrastructure only; each model keeps its own item representation, heads
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from hiersrec.data.batching import SessionBatch
+from hiersrec.errors import DataError
 
 
 class CausalBlock(nn.Module):
@@ -84,3 +89,41 @@ def init_weights(module: nn.Module) -> None:
         if getattr(module, "padding_idx", None) is not None:
             with torch.no_grad():
                 module.weight[module.padding_idx].zero_()
+
+
+@dataclass(frozen=True)
+class NextClickCases:
+    """The (prefix, next click) cases of whole LEFT-padded sessions, for a loss at every position.
+
+    The state after click j predicts click j + 1: the model encodes ``inputs`` (every column but the last) and
+    reads its states at ``selected``, in the left-aligned layout of `align_left`.
+
+    Attributes:
+        inputs: (B, T-1) item indices to encode, LEFT-padded.
+        input_lengths: (B,) real clicks of each row of ``inputs``.
+        selected: (B, T-1) bool, True at the states that predict a target.
+        targets: (N,) the next items, row by row (N = ``selected.sum()``).
+    """
+
+    inputs: torch.Tensor
+    input_lengths: torch.Tensor
+    selected: torch.Tensor
+    targets: torch.Tensor
+
+    @classmethod
+    def of(cls, batch: SessionBatch, max_len: int, target_mask: torch.Tensor | None = None) -> NextClickCases:
+        """Every real click but the first of each row is a target (and only where ``target_mask`` is True).
+
+        Raises:
+            DataError: a row holds more than ``max_len + 1`` clicks.
+        """
+        items, lengths = batch.items, batch.lengths
+        if items.shape[1] > max_len + 1:
+            raise DataError(f"training rows hold at most max_len + 1 = {max_len + 1} clicks")
+        columns = torch.arange(items.shape[1], device=items.device)
+        is_target = columns[None, :] > (items.shape[1] - lengths)[:, None]  # real and not the first click
+        if target_mask is not None:
+            is_target = is_target & target_mask
+        selected = align_left(is_target, lengths)[:, 1:]
+        targets = align_left(items, lengths)[:, 1:][selected]
+        return cls(items[:, :-1], (lengths - 1).clamp(min=0), selected, targets)

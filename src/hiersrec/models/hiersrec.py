@@ -44,7 +44,7 @@ from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.text import SENTENCE_EMBEDDING_DIM, hashed_token_bags, sentence_embeddings
 from hiersrec.errors import ConfigError, DataError
 from hiersrec.models._chunked_softmax import softmax_cross_entropy_sum
-from hiersrec.models._transformer import CausalBlock, align_left, init_weights
+from hiersrec.models._transformer import CausalBlock, NextClickCases, init_weights
 from hiersrec.models.base import ItemQuery, item_query_scores
 from hiersrec.models.category_feed import CATEGORY_FEEDS, CategoryFeed, CategoryFeedName
 
@@ -448,19 +448,10 @@ class HierSRec(nn.Module):
 
         Dropout applies in training mode (this is the training forward pass without the loss).
         """
-        items, lengths = batch.items, batch.lengths
-        if items.shape[1] > self.config.max_len + 1:
-            raise DataError(f"training rows hold at most max_len + 1 = {self.config.max_len + 1} clicks")
-        columns = torch.arange(items.shape[1], device=items.device)
-        is_target = columns[None, :] > (items.shape[1] - lengths)[:, None]  # real and not the first click
-        if target_mask is not None:
-            is_target = is_target & target_mask
+        cases = NextClickCases.of(batch, self.config.max_len, target_mask)
         dropout = self.config.dropout if self.training else 0.0
-        # The state after click j predicts click j + 1: encode all but the last column, targets shift by one.
-        states = self._states(items[:, :-1], (lengths - 1).clamp(min=0), dropout)  # (B, T-1, D)
-        next_items = align_left(items, lengths)[:, 1:]  # (B, T-1) the click after each state
-        selected = align_left(is_target, lengths)[:, 1:]
-        return self._heads(states[selected], dropout), next_items[selected]
+        states = self._states(cases.inputs, cases.input_lengths, dropout)  # (B, T-1, D)
+        return self._heads(states[cases.selected], dropout), cases.targets
 
     def _item_loss(self, query: ItemQuery, target_items, target_categories, category_loss) -> torch.Tensor:
         # The fast kernel; `reference_item_loss` is the same loss written plainly.

@@ -33,7 +33,7 @@ from hiersrec.data.batching import SessionBatch
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.errors import ConfigError, DataError
 from hiersrec.models._chunked_softmax import softmax_cross_entropy_sum
-from hiersrec.models._transformer import CausalBlock, align_left, init_weights
+from hiersrec.models._transformer import CausalBlock, NextClickCases, align_left, init_weights
 from hiersrec.models.base import ItemQuery, item_query_scores
 
 # Shapes: B batch, T positions, N training targets, D d_model, V items incl. PAD.
@@ -172,17 +172,10 @@ class SASRec(nn.Module):
         self, batch: SessionBatch, target_mask: torch.Tensor | None = None
     ) -> tuple[ItemQuery, torch.Tensor]:
         """Queries at every target position of whole LEFT-padded sessions, and the (N,) targets, row by row."""
-        items, lengths = batch.items, batch.lengths
-        if items.shape[1] > self.config.max_len + 1:
-            raise DataError(f"training rows hold at most max_len + 1 = {self.config.max_len + 1} clicks")
-        columns = torch.arange(items.shape[1], device=items.device)
-        is_target = columns[None, :] > (items.shape[1] - lengths)[:, None]  # real and not the first click
-        if target_mask is not None:
-            is_target = is_target & target_mask
+        cases = NextClickCases.of(batch, self.config.max_len, target_mask)
         dropout = self.config.dropout if self.training else 0.0
-        states = self._states(items[:, :-1], (lengths - 1).clamp(min=0), dropout)  # (B, T-1, D)
-        selected = align_left(is_target, lengths)[:, 1:]
-        return self._query(states[selected]), align_left(items, lengths)[:, 1:][selected]
+        states = self._states(cases.inputs, cases.input_lengths, dropout)  # (B, T-1, D)
+        return self._query(states[cases.selected]), cases.targets
 
     @torch.no_grad()
     def query(self, batch: SessionBatch) -> ItemQuery:
