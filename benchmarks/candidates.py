@@ -26,7 +26,7 @@ import torch
 
 from hiersrec.artifact import check_compatible, load_artifact
 from hiersrec.data.ingest import open_dataset
-from hiersrec.retrieval.category import CandidateBudget
+from hiersrec.retrieval.category import CATEGORIES_ONLY, CandidateBudget
 from hiersrec.retrieval.evaluate import DEFAULT_BUDGETS, CandidateReport, evaluate_candidates, format_candidate_table
 from hiersrec.train.run import TrainingData
 from reporting import resolve_stem, results_header, sibling, write_figure, write_results
@@ -44,6 +44,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="density,probability",
         help="category orders of the fraction budgets, compared side by side (the FAISS comparison takes --budgets "
         "as written, i.e. in the default order)",
+    )
+    parser.add_argument(
+        "--session-items",
+        choices=("with", "without", "both"),
+        default="both",
+        help="budgets with the session's own items among the candidates (the default of the library), without "
+        "them (':categories-only', the paper's set), or both side by side",
     )
     parser.add_argument(
         "--valid", action=argparse.BooleanOptionalAction, default=True, help="compare the orders on validation first"
@@ -83,14 +90,20 @@ def check_targets(report: CandidateReport, label: str = "4%") -> dict[str, dict[
     }
 
 
-def budget_specs(budgets: str, orders: str) -> list[str]:
-    """Every fraction budget in every order (``"4%"``, ``"4%:probability"``), count budgets and 100% once."""
+def budget_specs(budgets: str, orders: str, session_items: str = "with") -> list[str]:
+    """Every fraction budget in every order (``"4%"``, ``"4%:probability"``), count budgets and 100% once.
+
+    ``session_items`` ``"without"`` or ``"both"`` adds (or keeps only) each budget's ``":categories-only"`` form.
+    """
+    suffixes = {"with": [""], "without": [CATEGORIES_ONLY], "both": ["", CATEGORIES_ONLY]}[session_items]
     specs: dict[str, str] = {}  # label -> spec, in first-seen order
-    for order in orders.split(","):
-        for budget in budgets.split(","):
-            parsed = CandidateBudget.parse(budget)
-            spec = budget if parsed.fraction is None or parsed.is_exhaustive else f"{budget}:{order}"
-            specs.setdefault(CandidateBudget.parse(spec).label, spec)
+    for suffix in suffixes:
+        for order in orders.split(","):
+            for budget in budgets.split(","):
+                parsed = CandidateBudget.parse(budget)
+                spec = budget if parsed.fraction is None or parsed.is_exhaustive else f"{budget}:{order}"
+                spec += "" if parsed.is_exhaustive else suffix
+                specs.setdefault(CandidateBudget.parse(spec).label, spec)
     return list(specs.values())
 
 
@@ -135,7 +148,10 @@ def plot(report: CandidateReport, path: Path) -> None:
 
 
 def _order_of(label: str) -> str | None:
-    # Labels of `CandidateBudget.label`: "4%" (density), "4%:probability", "100%" (both), "5 categories".
+    # Labels of `CandidateBudget.label`: "4%" (density), "4%:probability", "100%" (both), "5 categories"; the plot
+    # shows the library's default candidates (with the session's items), not the ":categories-only" rows.
+    if label.endswith(CATEGORIES_ONLY):
+        return None
     if label == "100%":
         return "both"
     if label.endswith("%"):
@@ -218,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     dataset = open_dataset(args.data)
     check_compatible(artifact, dataset, args.run)
     max_len = artifact.max_len or 50
-    specs = budget_specs(args.budgets, args.orders)
+    specs = budget_specs(args.budgets, args.orders, args.session_items)
     load_before = os.getloadavg()
     options = {"k": args.k, "batch_size": args.batch_size, "max_len": max_len, "show_progress": True}
     valid_report = None
