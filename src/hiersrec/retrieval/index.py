@@ -236,17 +236,23 @@ class CategoryIndex:
         """
         query = queries if isinstance(queries, ItemQuery) else ItemQuery(queries, torch.zeros(0, 0))
         vectors = query.vectors.float()
-        if vectors.shape[0] == 1:
-            ids, scores = self._candidates_one(vectors[0], selected[0])
-            scores = self._adjusted(scores, self._item_category[ids], query)
-        elif strategy == "dense" or (strategy == "auto" and self._dense_is_cheaper(selected, vectors.shape[1])):
+        extra = None if include is None or not include.numel() else self._included(vectors, query, selected, include)
+        if vectors.shape[0] > 1 and (
+            strategy == "dense" or (strategy == "auto" and self._dense_is_cheaper(selected, vectors.shape[1]))
+        ):
             ids, scores = self._dense(vectors, selected)
             scores = self._adjusted(scores, self._position_category, query)
+            if extra is not None:  # every item has a column here: the extras fill their own
+                rows, columns = (extra[0] > 0).nonzero(as_tuple=True)
+                scores[rows, self._position[extra[0][rows, columns]]] = extra[1][rows, columns]
+            extra = None
+        elif vectors.shape[0] == 1:
+            ids, scores = self._candidates_one(vectors[0], selected[0])
+            scores = self._adjusted(scores, self._item_category[ids], query)
         else:
             ids, scores = self._best_per_category(vectors, selected, k + _max_excluded(exclude), query)
-        if include is not None and include.numel():
-            extra_ids, extra_scores = self._included(vectors, query, selected, include)
-            ids, scores = torch.cat([ids, extra_ids], dim=1), torch.cat([scores, extra_scores], dim=1)
+        if extra is not None:
+            ids, scores = torch.cat([ids, extra[0]], dim=1), torch.cat([scores, extra[1]], dim=1)
         ids, values = top_k(mask_excluded(ids, scores, exclude), k, ids)
         return _trim(ids, values, k, self.n_items)
 
