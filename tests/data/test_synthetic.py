@@ -40,3 +40,27 @@ def test_seed_reproducibility_and_chronology():
 def test_invalid_config():
     with pytest.raises(ConfigError, match="n_items"):
         SyntheticShopConfig(n_items=3, n_categories=5)
+
+
+def _repeat_share(sessions):
+    repeats = total = 0
+    for i in range(sessions.n_sessions):
+        seen = set()
+        for j, item in enumerate(sessions.items[sessions.offsets[i] : sessions.offsets[i + 1]].tolist()):
+            if j:
+                total += 1
+                repeats += item in seen
+            seen.add(item)
+    return repeats / total
+
+
+def test_a_repeat_heavy_shop_has_long_sessions_whose_targets_often_repeat_a_click():
+    # issue 12: the case kNN does well (long sessions, about half of the targets repeat an earlier click).
+    from hiersrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
+
+    shape = {"n_sessions": 1500, "mean_length": 30.0, "max_length": 100, "seed": 4}
+    plain = make_synthetic_shop(SyntheticShopConfig(**shape))
+    heavy = make_synthetic_shop(SyntheticShopConfig(**shape, repeat_prob=0.2))
+    assert heavy.train.lengths.mean() > 20
+    assert _repeat_share(heavy.test) > 0.45 > _repeat_share(plain.test) - 0.1
+    assert _repeat_share(heavy.test) > _repeat_share(plain.test) + 0.1

@@ -8,6 +8,7 @@ JSON object on stdout, logs go to stderr. Bad input raises `DataError` (exit cod
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import json
 import logging
@@ -124,6 +125,13 @@ def prepare(
         float | None, typer.Option(help="Test = the most recent fraction of sessions.", rich_help_panel=_CLICKLOG)
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the synthetic shop (--source synthetic).")] = None,
+    shop: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A field of the synthetic shop (--source synthetic), e.g. n_sessions=5000, mean_length=30 or "
+            "repeat_prob=0.5 (a repeat-heavy shop); repeatable."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Import a dataset from --source, preprocess it and write it to --out."""
@@ -153,15 +161,15 @@ def prepare(
     if source is not Source.clicklog and (given or items is not None):
         flags = [f"--{key.replace('_', '-')}" for key in given] + (["--items"] if items is not None else [])
         raise ConfigError(f"options for --source clicklog only, not {source.value}: {', '.join(flags)}")
-    if seed is not None and source is not Source.synthetic:
-        raise ConfigError(f"--seed only applies to --source synthetic, not {source.value}")
+    if (seed is not None or shop) and source is not Source.synthetic:
+        raise ConfigError(f"--seed and --shop only apply to --source synthetic, not {source.value}")
     if (input_path is None) != (source is Source.synthetic):
         raise ConfigError("--input is required for every source except synthetic (and not allowed there)")
     # Claimed and checked before the import, which can take minutes: a second writer of --out, or an --out
     # that is not a prepared dataset, fails at once.
     with claim_target(out):
         require_replaceable(out)
-        dataset = _import(source, input_path, items, name, missing_category, given, seed, category_field)
+        dataset = _import(source, input_path, items, name, missing_category, given, seed, category_field, shop or [])
         save_prepared(dataset, out)
     summary = {"out": str(out), **dataset_stats(load_prepared(out))}
     _print(summary, as_json)
@@ -210,6 +218,7 @@ def _import(
     clicklog_options: dict[str, Any],
     seed: int | None,
     category_field: str | None,
+    shop: list[str],
 ) -> PreparedDataset:
     if source is Source.srgnn:
         if missing_category != "unknown":
@@ -232,8 +241,27 @@ def _import(
             dataset = read_unisrec_amazon(input_path, missing_category=missing_category)
             return dataset if name is None else dataclasses.replace(dataset, name=name)
         return read_recbole_dir(input_path, missing_category=missing_category, name=name, category_field=category_field)
-    dataset = make_synthetic_shop(SyntheticShopConfig(seed=seed or 0))
+    dataset = make_synthetic_shop(SyntheticShopConfig(**{"seed": seed or 0, **_shop_fields(shop)}))
     return dataset if name is None else dataclasses.replace(dataset, name=name)
+
+
+def _shop_fields(assignments: list[str]) -> dict[str, Any]:
+    # --shop KEY=VALUE -> SyntheticShopConfig fields, typed as their defaults (every field is a number).
+    defaults = {f.name: f.default for f in dataclasses.fields(SyntheticShopConfig)}
+    fields: dict[str, Any] = {}
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        key = key.strip()
+        if not sep or key not in defaults:
+            hint = difflib.get_close_matches(key, list(defaults), n=1)
+            close = f"; did you mean {hint[0]!r}?" if hint else f"; fields: {sorted(defaults)}"
+            raise ConfigError(f"--shop {assignment!r}: expected FIELD=VALUE with a field of the synthetic shop{close}")
+        try:
+            fields[key] = type(defaults[key])(value.strip())
+        except ValueError:
+            kind = type(defaults[key]).__name__
+            raise ConfigError(f"--shop {assignment!r}: {key} must be a{'n' if kind == 'int' else ''} {kind}") from None
+    return fields
 
 
 def _print(payload: dict[str, Any], as_json: bool) -> None:

@@ -91,13 +91,14 @@ class SyntheticShopConfig:
     ring_prob: float = 0.7  # a stay click is the ring successor (else popularity-drawn)
     group_prob: float = 0.9  # a category's successor lies in its own group
     zipf_exponent: float = 1.1  # item popularity inside a category
+    repeat_prob: float = 0.0  # a click repeats an earlier click of its session (uniformly chosen) instead
     test_fraction: float = 0.1  # most recent sessions kept for test
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.n_categories < self.n_groups or self.n_items < self.n_categories:
             raise ConfigError("need n_items >= n_categories >= n_groups")
-        for name in ("stay_prob", "ring_prob", "group_prob", "test_fraction"):
+        for name in ("stay_prob", "ring_prob", "group_prob", "test_fraction", "repeat_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1]")
         if not (self.mean_length >= 2 and self.max_length >= 2):  # written so that NaN fails too
@@ -191,6 +192,10 @@ def _walk_sessions(cfg, rng, item_category, first_item, category_size, successor
         drawn = _popular_item(category, first_item, category_size, cfg.zipf_exponent, rng)
         jump = first_item[successor[category]]
         clicks[:, t] = np.where(stay, np.where(ring, ring_next, drawn), jump)
+        if cfg.repeat_prob:  # drawn only then, so that shops without repeats stay as they were
+            repeat = rng.random(cfg.n_sessions) < cfg.repeat_prob
+            earlier = clicks[np.arange(cfg.n_sessions), rng.integers(0, t, cfg.n_sessions)]
+            clicks[:, t] = np.where(repeat, earlier, clicks[:, t])
     keep = np.arange(n_steps)[None, :] < lengths[:, None]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     # Clicks 30 s apart, the next session starting a minute after the previous one ends: file order is time.
