@@ -15,6 +15,7 @@ import torch
 
 from hiersrec.cli import ExitStatus, main
 from hiersrec.config import DataConfig, FittedModelConfig, RunConfig, TrainConfig
+from hiersrec.errors import ArtifactError
 from hiersrec.models.hiersrec import HierSRecConfig
 from hiersrec.train.run import TrainingData, fit_run
 
@@ -146,7 +147,7 @@ def test_a_run_left_with_only_its_config_after_a_failed_start_starts_again(tiny_
     artifact, _ = fit_run(config, TrainingData.from_prepared(tiny_shop), run)
     assert (run / "meta.json").is_file() and artifact.model.describe() == {"name": "pop"}
     (run / "notes.txt").write_text("mine")
-    with pytest.raises(Exception, match="is not empty"):
+    with pytest.raises(ArtifactError, match="is not empty"):
         fit_run(config, TrainingData.from_prepared(tiny_shop), run)
 
 

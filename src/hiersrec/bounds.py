@@ -7,7 +7,6 @@ input; the message names the key, the allowed range and the value.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,5 +25,5 @@ def check_bounds(config: Any, section: str, bounds: Mapping[str, tuple[float, fl
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{section}.{name} must be a number, got {value!r}")
-        if not (low <= value <= high) or (isinstance(value, float) and math.isnan(value)):
+        if not low <= value <= high:  # False for NaN too
             raise ConfigError(f"{section}.{name} must be between {low:g} and {high:g}, got {value!r}")

@@ -147,7 +147,8 @@ class RunConfig:
         }
 
 
-SECTIONS: dict[str, type] = {"data": DataConfig, "model": HierSRecConfig, "train": TrainConfig}
+# [model] has no class of its own: its name picks the registered model whose fields it holds (`_model_config`).
+SECTIONS: dict[str, type | None] = {"data": DataConfig, "model": None, "train": TrainConfig}
 DEFAULT_MODEL = "hiersrec"
 
 

@@ -22,7 +22,7 @@ from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
 from hiersrec.errors import ConfigError
 from hiersrec.eval.protocol import evaluate
-from hiersrec.models import default_params, make_baseline, search_space
+from hiersrec.models import baseline_class, default_params, make_baseline, search_space
 from hiersrec.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ def tune_and_fit(
     tuning = None
     if tune_trials:
         space = {**search_space(name), **{key: [value] for key, value in params.items()}}
-        metric = "mrr@20" if hasattr(make_baseline(name), "score") else "cat_acc@1"
+        metric = "mrr@20" if hasattr(baseline_class(name), "score") else "cat_acc@1"
         tuning = tune_baseline(
             name,
             train,

@@ -18,7 +18,7 @@ import torch
 from hiersrec.artifact import load_artifact
 from hiersrec.config import DataConfig, FittedModelConfig, RunConfig, TrainConfig
 from hiersrec.data.batching import left_pad, make_batch
-from hiersrec.errors import NotFittedError
+from hiersrec.errors import ConfigError, NotFittedError
 from hiersrec.models import MODELS, is_neural, make_model
 from hiersrec.models.base import candidate_support
 from hiersrec.models.category_feed import CATEGORY_FEEDS
@@ -173,7 +173,7 @@ def test_the_served_answer_is_the_evaluated_ranking(tiny_shop, runs, variant):
 
 def test_a_category_only_model_cannot_be_asked_for_items(tiny_shop, runs):
     directory, _ = runs("last_category")
-    with pytest.raises(Exception, match="predicts categories only"):
+    with pytest.raises(ConfigError, match="predicts categories only"):
         Recommender.from_artifact(directory)
 
 
