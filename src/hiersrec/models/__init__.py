@@ -26,6 +26,7 @@ from torch import nn
 
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.errors import ConfigError
+from hiersrec.models.gru4rec import GRU4Rec
 from hiersrec.models.hiersrec import HierSRec
 from hiersrec.models.itemknn import ItemKNN
 from hiersrec.models.last_category import LastCategory
@@ -52,6 +53,7 @@ MODELS: dict[str, type] = {
         VSTAN,
         LastCategory,
         SASRec,
+        GRU4Rec,
         HierSRec,
     )
 }
@@ -181,6 +183,7 @@ def search_space(name: str) -> dict[str, tuple]:
 __all__ = [
     "BASELINES",
     "MODELS",
+    "GRU4Rec",
     "HierSRec",
     "ItemKNN",
     "LastCategory",
