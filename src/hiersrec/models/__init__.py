@@ -31,6 +31,7 @@ from hiersrec.models.hiersrec import HierSRec
 from hiersrec.models.itemknn import ItemKNN
 from hiersrec.models.last_category import LastCategory
 from hiersrec.models.markov import Markov
+from hiersrec.models.narm import NARM
 from hiersrec.models.pop import Pop, SessionPop
 from hiersrec.models.sasrec import SASRec
 from hiersrec.models.sknn import SKNN
@@ -54,6 +55,7 @@ MODELS: dict[str, type] = {
         LastCategory,
         SASRec,
         GRU4Rec,
+        NARM,
         HierSRec,
     )
 }
@@ -188,6 +190,7 @@ __all__ = [
     "ItemKNN",
     "LastCategory",
     "Markov",
+    "NARM",
     "Pop",
     "SASRec",
     "SKNN",
