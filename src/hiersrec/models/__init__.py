@@ -36,6 +36,7 @@ from hiersrec.models.pop import Pop, SessionPop
 from hiersrec.models.sasrec import SASRec
 from hiersrec.models.sknn import SKNN
 from hiersrec.models.sr import SequentialRules
+from hiersrec.models.stamp import STAMP
 from hiersrec.models.stan import STAN
 from hiersrec.models.vsknn import VSKNN
 from hiersrec.models.vstan import VSTAN
@@ -56,6 +57,7 @@ MODELS: dict[str, type] = {
         SASRec,
         GRU4Rec,
         NARM,
+        STAMP,
         HierSRec,
     )
 }
@@ -194,6 +196,7 @@ __all__ = [
     "Pop",
     "SASRec",
     "SKNN",
+    "STAMP",
     "STAN",
     "SequentialRules",
     "SessionPop",
