@@ -6,6 +6,7 @@ A finished run directory holds::
     weights.pt        a neural model's state_dict (tensors only; loaded with weights_only=True), or
     fitted_state.npz  a fitted model's learned arrays (loaded with allow_pickle=False) and
     fitted_state.json   their layout
+    partner/          a fused model's fitted partner (its fitted_state files; `hiersrec.models.fusion`)
     vocab.json        raw item / category ids of each index
     catalog.npz       item categories and metadata columns (loaded with allow_pickle=False)
     popularity.npy    click count of each item index in the training sessions (the recommender's fallback)
@@ -37,6 +38,7 @@ from hiersrec.data.vocab import PAD_TOKEN, Vocab
 from hiersrec.errors import ArtifactError, ConfigError
 from hiersrec.files import write_bytes_atomic, write_json_atomic, write_with_atomic
 from hiersrec.models import is_neural, make_model, model_class
+from hiersrec.models.fusion import FusedModel
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: HierSRec runs written before the category feed was its own module
@@ -44,6 +46,7 @@ CONFIG = "config.json"
 META = "meta.json"
 WEIGHTS = "weights.pt"
 POPULARITY = "popularity.npy"
+PARTNER = "partner"
 
 
 @dataclass
@@ -90,6 +93,12 @@ def save_artifact(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / CONFIG, config.to_dict())
+    if isinstance(model, FusedModel) != config.fusion.enabled:
+        raise ValueError("a fused model is saved with its [fusion] configuration, and only a fused model is")
+    if isinstance(model, FusedModel):
+        (run_dir / PARTNER).mkdir(exist_ok=True)
+        model.partner.save(run_dir / PARTNER)
+        model = model.neural
     if is_neural(config.model_name):
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         write_with_atomic(run_dir / WEIGHTS, lambda path: torch.save(state, path))
@@ -133,6 +142,8 @@ def load_artifact(run_dir: str | Path, map_location: str | torch.device = "cpu")
     if not isinstance(metrics, dict):
         raise ArtifactError(f"{run_dir / 'metrics.json'}: expected a JSON object, got {type(metrics).__name__}")
     model = _load_model(run_dir, config, version, map_location)
+    if config.fusion.enabled:
+        model = _load_fused(run_dir, model, config)
     sizes = getattr(getattr(model, "config", None), "n_items", vocab.n_items + 1)
     if sizes != vocab.n_items + 1:
         raise ArtifactError(f"{run_dir / CONFIG}: the model scores {sizes - 1} items, vocab.json names {vocab.n_items}")
@@ -181,6 +192,17 @@ def _load_model(run_dir: Path, config: RunConfig, version: int, map_location: st
         return model_class(name).from_state_dict(config.model, state)
     except ConfigError as error:
         raise ArtifactError(f"{run_dir / WEIGHTS}: {error}") from error
+
+
+def _load_fused(run_dir: Path, neural: Any, config: RunConfig) -> FusedModel:
+    fusion = config.fusion
+    if fusion.weight is None:
+        raise ArtifactError(f"{run_dir / CONFIG}: [fusion] names partner {fusion.partner!r} but no chosen weight")
+    partner = make_model(fusion.partner, fusion.partner_params).load(run_dir / PARTNER)
+    try:
+        return FusedModel(neural, partner, fusion.rule, fusion.weight)
+    except ConfigError as error:
+        raise ArtifactError(f"{run_dir / CONFIG}: {error}") from error
 
 
 def _upgrade_v1_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

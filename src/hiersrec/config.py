@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from hiersrec.bounds import check_bounds
 from hiersrec.errors import ConfigError
-from hiersrec.models import is_neural, model_class, model_name_of, parameter_types
+from hiersrec.models import check_params, is_neural, model_class, model_name_of, parameter_types
 from hiersrec.models.hiersrec import HierSRecConfig
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"  # shipped with the package (package data)
@@ -112,6 +112,57 @@ class FittedModelConfig:
             raise ConfigError(f"model {self.name!r} is configured by {model_class(self.name).config_class.__name__}")
 
 
+_FUSION_RULES = ("probability", "logit")  # hiersrec.models.fusion.FUSION_RULES (not imported: no torch here)
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """The ``[fusion]`` table: a fitted partner whose scores join a neural model's (`hiersrec.models.fusion`).
+
+    Without a fixed ``weight``, training tries every rule of ``rules`` with each weight of its grid on the
+    validation tail and writes the chosen ``rule`` and ``weight`` into the run's ``config.json``.
+    """
+
+    partner: str = ""  # a registered fitted model ("vstan", "sr"...); "" = no fusion
+    partner_params: dict[str, Any] = field(default_factory=dict)  # its hyperparameters (the rest: defaults)
+    rules: tuple[str, ...] = _FUSION_RULES  # rules searched: "probability" (mixture), "logit" (additive)
+    probability_weights: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # partner share
+    logit_weights: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0)  # logits per unit of evidence
+    rule: str = "probability"  # the rule of a fixed weight
+    weight: float | None = None  # a fixed weight (no search); a finished run records the chosen one here
+
+    def __post_init__(self) -> None:
+        if not self.partner:
+            return
+        if is_neural(self.partner):
+            raise ConfigError(f"fusion.partner must be a fitted model (vstan, sr...), not the neural {self.partner!r}")
+        check_params(self.partner, self.partner_params)
+        for rule in (*self.rules, self.rule):
+            if rule not in _FUSION_RULES:
+                raise ConfigError(f"fusion rule {rule!r} is unknown; choose among {list(_FUSION_RULES)}")
+        if not self.rules:
+            raise ConfigError("fusion.rules is empty; list at least one rule")
+        weights = {"probability": self.probability_weights, "logit": self.logit_weights}
+        for rule in self.rules:
+            if not weights[rule]:
+                raise ConfigError(f"fusion.{rule}_weights is empty; list at least one weight")
+            for weight in weights[rule]:
+                _check_fusion_weight(rule, weight, f"fusion.{rule}_weights")
+        if self.weight is not None:
+            _check_fusion_weight(self.rule, self.weight, "fusion.weight")
+
+    @property
+    def enabled(self) -> bool:
+        """True when a partner is configured."""
+        return bool(self.partner)
+
+
+def _check_fusion_weight(rule: str, weight: float, where: str) -> None:
+    high = 1.0 if rule == "probability" else 1e6
+    if not 0.0 <= weight <= high:
+        raise ConfigError(f"{where}: weight {weight} out of range [0, {high:g}] for rule {rule!r}")
+
+
 ModelConfig = Any  # a registered neural model's config dataclass (HierSRecConfig...), or a FittedModelConfig
 
 
@@ -125,6 +176,11 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=HierSRecConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+
+    def __post_init__(self) -> None:
+        if self.fusion.enabled and isinstance(self.model, FittedModelConfig):
+            raise ConfigError(f"[fusion] joins a partner to a neural model; {self.model.name!r} is a fitted model")
 
     @property
     def model_name(self) -> str:
@@ -144,11 +200,12 @@ class RunConfig:
             "data": asdict(self.data),
             "model": {"name": self.model_name, **self.model_params},
             "train": asdict(self.train),
+            "fusion": asdict(self.fusion),
         }
 
 
 # [model] has no class of its own: its name picks the registered model whose fields it holds (`_model_config`).
-SECTIONS: dict[str, type | None] = {"data": DataConfig, "model": None, "train": TrainConfig}
+SECTIONS: dict[str, type | None] = {"data": DataConfig, "model": None, "train": TrainConfig, "fusion": FusionConfig}
 DEFAULT_MODEL = "hiersrec"
 
 
@@ -188,7 +245,10 @@ def load_config(
         raw.setdefault("model", {})["name"] = model
     for assignment in overrides:
         section, key, value = parse_assignment(assignment, "SECTION.KEY=VALUE, e.g. train.lr=3e-4")
-        raw.setdefault(section, {})[key] = value
+        table = raw.setdefault(section, {})
+        if section == "fusion" and key.startswith("partner_params."):  # fusion.partner_params.k=100
+            table, key = table.setdefault("partner_params", {}), key.removeprefix("partner_params.")
+        table[key] = value
     return config_from_dict(raw, source=str(path) if path else "defaults")
 
 
@@ -217,6 +277,9 @@ def _config_from_tables(raw: dict[str, Any], source: str) -> RunConfig:
         if name == "model":
             sections[name] = _model_config(values, source)
             continue
+        if name == "fusion":
+            sections[name] = _fusion_config(values, source)
+            continue
         hints = typing.get_type_hints(cls)
         _check_keys(values, hints, source, what=f"key in [{name}]")
         typed = {key: _coerce(value, hints[key], f"{source}: {name}.{key}") for key, value in values.items()}
@@ -239,6 +302,28 @@ def _model_config(values: dict[str, Any], source: str) -> ModelConfig:
     if is_neural(model_name):
         return cls.config_class(**typed)
     return FittedModelConfig(name=model_name, params=typed)
+
+
+def _fusion_config(values: dict[str, Any], source: str) -> FusionConfig:
+    # [fusion]: its own keys typed as usual; partner_params typed by the partner's constructor.
+    params = values.pop("partner_params", {})
+    if not isinstance(params, dict):
+        raise ConfigError(f"{source}: fusion.partner_params must be a table, got {params!r}")
+    hints = {key: hint for key, hint in typing.get_type_hints(FusionConfig).items() if key != "partner_params"}
+    _check_keys(values, {**hints, "partner_params": None}, source, what="key in [fusion]")
+    typed = {key: _coerce(value, hints[key], f"{source}: fusion.{key}") for key, value in values.items()}
+    partner = typed.get("partner", "")
+    if partner and params:
+        try:
+            partner_hints = parameter_types(partner)
+        except ConfigError as error:
+            raise ConfigError(f"{source}: fusion.partner: {error}") from None
+        check_params(partner, params)
+        params = {k: _coerce(v, partner_hints[k], f"{source}: fusion.partner_params.{k}") for k, v in params.items()}
+    try:
+        return FusionConfig(**typed, partner_params=params)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
 
 
 def preset_path(name: str) -> Path:

@@ -13,8 +13,8 @@ vocabulary and catalogue. It is stateless: a recommendation is a pure function o
 * With a candidate budget (models that `hiersrec.models.base.candidate_support` accepts: HierSRec, every
   category feed), only the items of the categories selected from the predicted category distribution
   (`hiersrec.retrieval.category.select_categories`), and by default every item of the session itself, are
-  ranked, through `hiersrec.retrieval.index.CategoryIndex`, with the model's own scores
-  (`ItemQuery`).
+  ranked, with the model's own scores: through `hiersrec.retrieval.index.CategoryIndex` for a model with an
+  item query (`ItemQuery`), else (a fused model) by masking its full scores to the candidates.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.vocab import Vocab
 from hiersrec.errors import ConfigError, DataError
 from hiersrec.eval.protocol import describe_model
-from hiersrec.models.base import candidate_support
-from hiersrec.retrieval.category import CandidateBudget, select_categories
+from hiersrec.models.base import QueryRecommender, candidate_support
+from hiersrec.retrieval.category import CandidateBudget, CategoryLayout, select_categories
 from hiersrec.retrieval.index import NEG_INF, CategoryIndex, top_k
 
 logger = logging.getLogger(__name__)
@@ -117,7 +117,8 @@ class Recommender:
             logger.info("no item popularity given: sessions without a known click get no recommendation")
         self._no_candidates_reason = candidate_support(model)
         self._index = None
-        if self._no_candidates_reason is None:
+        self._category_sizes = torch.from_numpy(CategoryLayout.from_catalog(catalog).sizes)
+        if self._no_candidates_reason is None and isinstance(model, QueryRecommender):
             with torch.inference_mode():
                 self._index = CategoryIndex.from_catalog(model.item_output_embeddings().detach().float(), catalog)
 
@@ -133,7 +134,7 @@ class Recommender:
     @property
     def supports_candidates(self) -> bool:
         """True when the model can rank category candidates only (the model says so: `candidate_support`)."""
-        return self._index is not None
+        return self._no_candidates_reason is None
 
     def recommend(
         self,
@@ -241,13 +242,21 @@ class Recommender:
         exclude = _padded(excluded)
         if budget is None:
             return top_k(self._mask(self.model.score(batch).float(), exclude, allowed), k)
-        query = self.model.query(batch)
-        selected = select_categories(query.category_logits, self._index.sizes, budget, allowed)
         include = None
         if budget.session_items:  # every click of the session joins the candidates: a repeat is never lost
             include = _padded(sessions)
             if allowed is not None:
                 include = include * allowed[self._item_category[include]]
+        if self._index is None:  # no item query: the full scores, masked to the candidates
+            selected = select_categories(self.model.score_categories(batch), self._category_sizes, budget, allowed)
+            scores = self._mask(self.model.score(batch).float(), exclude, allowed)
+            candidate = selected.gather(1, self._item_category.expand(scores.shape))
+            if include is not None:
+                candidate.scatter_(1, include, True)
+                candidate[:, 0] = False
+            return top_k(scores.masked_fill_(~candidate, NEG_INF), k)
+        query = self.model.query(batch)
+        selected = select_categories(query.category_logits, self._index.sizes, budget, allowed)
         return self._index.search(query, k, selected=selected, exclude=exclude, include=include)
 
     def _rank_popular(self, excluded, k, allowed):

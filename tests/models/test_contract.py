@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from hiersrec.artifact import load_artifact
-from hiersrec.config import DataConfig, FittedModelConfig, RunConfig, TrainConfig
+from hiersrec.config import DataConfig, FittedModelConfig, FusionConfig, RunConfig, TrainConfig
 from hiersrec.data.batching import left_pad, make_batch
 from hiersrec.errors import ConfigError, NotFittedError
 from hiersrec.models import MODELS, is_neural, make_model
@@ -29,20 +29,36 @@ from hiersrec.train.run import TrainingData, fit_run
 K = 10
 MAX_LEN = 7
 NEURAL = [name for name in MODELS if is_neural(name) and name != "hiersrec"]
-VARIANTS = [name for name in MODELS if not is_neural(name)] + NEURAL + [f"hiersrec:{feed}" for feed in CATEGORY_FEEDS]
+# A fused variant "neural+partner": the neural model with a fitted partner at a fixed rule and weight.
+FUSED = {"hiersrec+vstan": ("probability", 0.3), "hiersrec+sr": ("logit", 2.0)}
+VARIANTS = (
+    [name for name in MODELS if not is_neural(name)]
+    + NEURAL
+    + [f"hiersrec:{feed}" for feed in CATEGORY_FEEDS]
+    + list(FUSED)
+)
 TINY = {"d_model": 16, "n_heads": 2, "d_ff": 24, "max_len": MAX_LEN, "d_category": 6, "d_feed": 5}
 ITEM_VARIANTS = [v for v in VARIANTS if v != "last_category"]  # last_category predicts categories only
 
 
+def _model_name(variant: str) -> str:
+    return variant.partition(":")[0].partition("+")[0]
+
+
 def _config(variant: str) -> RunConfig:
     name, _, feed = variant.partition(":")
+    name, _, partner = name.partition("+")
     if not is_neural(name):
         return RunConfig(model=FittedModelConfig(name=name))
     config_class = MODELS[name].config_class
     sizes = {key: value for key, value in TINY.items() if key in {f.name for f in dataclasses.fields(config_class)}}
     model = config_class(**sizes, **({"category_feed": feed} if feed else {}))
     train = TrainConfig(epochs=2, batch_targets=256, warmup_steps=2, show_progress=False, device="cpu", seed=3)
-    return RunConfig(data=DataConfig(), model=model, train=train)
+    fusion = FusionConfig()
+    if partner:  # one (rule, weight) pair: the "search" keeps it, so the partner really takes part
+        rule, weight = FUSED[variant]
+        fusion = FusionConfig(partner=partner, rules=(rule,), **{f"{rule}_weights": (weight,)})
+    return RunConfig(data=DataConfig(), model=model, train=train, fusion=fusion)
 
 
 @pytest.fixture(scope="module")
@@ -95,14 +111,14 @@ def test_a_session_scores_the_same_alone_and_in_a_batch(tiny_shop, runs, variant
 def test_save_then_load_scores_identically(tiny_shop, runs, variant):
     directory, model = runs(variant)
     loaded = load_artifact(directory)
-    assert loaded.config.model_name == variant.split(":")[0]
+    assert loaded.config.model_name == _model_name(variant)
     assert loaded.model.describe() == model.describe()
     batch = _batch(tiny_shop, _sessions(tiny_shop))
     method = "score" if hasattr(model, "score") else "score_categories"
     assert torch.equal(getattr(loaded.model, method)(batch), getattr(model, method)(batch))
 
 
-@pytest.mark.parametrize("variant", [v for v in VARIANTS if not is_neural(v.partition(":")[0])])
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if not is_neural(_model_name(v))])
 def test_fitted_models_refuse_to_score_before_fit_and_fit_deterministically(tiny_shop, runs, variant):
     _, model = runs(variant)
     fresh = make_model(variant)
@@ -142,7 +158,7 @@ def test_the_full_candidate_budget_is_full_ranking_where_supported(tiny_shop, ru
         with pytest.raises(NotImplementedError):
             recommender.recommend(raw[0], K, candidate_budget="100%")
         return
-    assert variant.startswith("hiersrec")  # every HierSRec feed supports candidates
+    assert variant.startswith("hiersrec")  # every HierSRec feed supports candidates, fused or not
     full = recommender.recommend_batch(raw, K)
     everything = recommender.recommend_batch(raw, K, candidate_budget="100%")
     for exact, candidates in zip(full, everything, strict=True):
@@ -164,7 +180,7 @@ def test_the_served_answer_is_the_evaluated_ranking(tiny_shop, runs, variant):
     with TestClient(create_app(directory)) as client:
         answer = client.post("/recommend", json=body)
         info = client.get("/model").json()
-    assert answer.status_code == 200 and info["name"] == variant.split(":")[0]
+    assert answer.status_code == 200 and info["name"] == _model_name(variant)
     for row, result in enumerate(answer.json()["results"]):
         served = tuple(item["item_id"] for item in result["items"])
         assert served == tuple(tiny_shop.vocab.decode_items(expected_ids[row][: len(served)].tolist()))
@@ -182,16 +198,15 @@ def test_a_category_only_model_cannot_be_asked_for_items(tiny_shop, runs):
 def test_a_candidate_budget_ranks_the_full_scores_of_its_candidates(tiny_shop, runs, variant, budget):
     # The candidates: the chosen categories' items, and by default the session's own items (issue 12: a repeat
     # is never lost to the budget); each ranked with its full-ranking score, for every category feed.
-    from hiersrec.retrieval.category import CandidateBudget, candidate_mask, select_categories
-    from hiersrec.retrieval.index import CategoryIndex
+    from hiersrec.retrieval.category import CandidateBudget, CategoryLayout, candidate_mask, select_categories
 
     directory, model = runs(variant)
     sessions = _sessions(tiny_shop)
     batch = _batch(tiny_shop, sessions)
     parsed = CandidateBudget.parse(budget)
-    query = model.query(batch)
-    sizes = CategoryIndex.from_catalog(model.item_output_embeddings(), tiny_shop.catalog).sizes
-    allowed = candidate_mask(select_categories(query.category_logits, sizes, parsed), model.features_item_category)
+    sizes = torch.from_numpy(CategoryLayout.from_catalog(tiny_shop.catalog).sizes)
+    item_category = torch.from_numpy(tiny_shop.catalog.item_category)
+    allowed = candidate_mask(select_categories(model.score_categories(batch), sizes, parsed), item_category)
     if parsed.session_items:
         allowed |= torch.zeros_like(allowed).scatter_(1, batch.items, True)
         allowed[:, 0] = False

@@ -79,6 +79,7 @@ def exit_status_for(error: HierSRecError) -> ExitStatus:
 def _register_commands() -> None:
     app.add_typer(data.app, name="data")
     app.command(name="evaluate")(evaluate.evaluate)
+    app.command(name="fuse")(train.fuse)
     app.command(name="quickstart")(quickstart.quickstart)
     app.command(name="recommend")(recommend.recommend)
     app.command(name="serve")(serve.serve)

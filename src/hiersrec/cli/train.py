@@ -18,7 +18,7 @@ from hiersrec.config import load_config
 from hiersrec.data.ingest import open_dataset
 from hiersrec.errors import ConfigError
 from hiersrec.models import MODELS, is_neural
-from hiersrec.train.run import TrainingData, fit_run
+from hiersrec.train.run import TrainingData, fit_run, fuse_run
 
 
 def train(
@@ -90,3 +90,36 @@ def train(
         tuned = f"tuned over {tune_trials} trials (validation {metrics}), " if tune_trials else ""
         typer.echo(f"{out}: {run_config.model_name} {tuned}fitted on all training sessions")
     typer.echo(f"evaluate on test once with: hiersrec evaluate {out} --data {source}")
+
+
+def fuse(
+    run: Annotated[Path, typer.Argument(help="A finished neural run directory (HierSRec, SASRec...).")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory to create for the fused model.")],
+    data: Annotated[str, typer.Option(help="The dataset the run was trained on (its validation split is reused).")],
+    partner: Annotated[
+        str | None, typer.Option(help="Fitted partner model (default: the preset's or run's [fusion] partner).")
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="Take the [fusion] table of this shipped preset, e.g. diginetica_hiersrec.")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override, e.g. fusion.partner_params.k=500 or fusion.rules=probability."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Fuse a trained neural run with a fitted partner (e.g. VSTAN); the weight is chosen on validation only."""
+    settings = [*(overrides or []), *([f"fusion.partner={partner}"] if partner else [])]
+    fusion = load_config(preset=preset, overrides=settings).fusion if preset else load_config(overrides=settings).fusion
+    if not fusion.enabled:
+        raise ConfigError("no fusion partner: pass --partner (e.g. vstan) or a --preset with a [fusion] table")
+    run_config = load_config(run / "config.json")
+    training_data = TrainingData.from_prepared(open_dataset(data), run_config.data.valid_fraction)
+    artifact, metrics = fuse_run(run, training_data, fusion, out)
+    chosen = artifact.config.fusion
+    if as_json:
+        typer.echo(json.dumps({"run": str(out), "fused_from": str(run), **metrics}))
+        return
+    valid = "  ".join(f"{name}={100 * value:.2f}" for name, value in metrics["valid"].items())
+    typer.echo(f"{out}: {run} + {chosen.partner}, rule {chosen.rule}, weight {chosen.weight:g}; validation {valid}")
+    typer.echo(f"evaluate on test once with: hiersrec evaluate {out} --data {data}")

@@ -43,6 +43,18 @@ class SessionBatch:
         return replace(self, **moved)
 
 
+def last_clicks(batch: SessionBatch, max_len: int) -> SessionBatch:
+    """Each row's most recent ``max_len`` clicks (what every model is given; left padding kept)."""
+    if batch.items.shape[1] <= max_len:
+        return batch
+    return replace(
+        batch,
+        items=batch.items[:, -max_len:],
+        categories=batch.categories[:, -max_len:],
+        lengths=batch.lengths.clamp(max=max_len),
+    )
+
+
 def left_pad(sessions: list[np.ndarray] | list[list[int]], max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """Left-pad variable-length item-index lists into a (B, T) array, keeping the most recent clicks.
 

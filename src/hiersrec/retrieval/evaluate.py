@@ -14,7 +14,6 @@ session at a time.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,12 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from hiersrec.data.batching import SessionBatch, iter_prefix_batches
+from hiersrec.data.batching import iter_prefix_batches, last_clicks
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
 from hiersrec.eval.metrics import MetricSums, TiePolicy, target_ranks
 from hiersrec.eval.protocol import describe_model
-from hiersrec.models.base import candidate_support
+from hiersrec.models.base import QueryRecommender, candidate_support
 from hiersrec.progress import progress
 from hiersrec.retrieval.category import CandidateBudget, CategoryLayout, select_categories
 from hiersrec.retrieval.index import CategoryIndex, top_k
@@ -165,7 +164,7 @@ def evaluate_candidates(
         progress(total=targets.size, desc="candidates", unit="case", disable=not show_progress, leave=False) as bar,
     ):
         for whole in batches:
-            batch = _last_clicks(whole, max_len)
+            batch = last_clicks(whole, max_len)
             scores, category_scores, query = _score(model, batch, index)  # (B, V), (B, C)
             sums["full"].add_ranks(target_ranks(scores, batch.target_items, ties), [k])
             counts = _counts_by_category(scores, batch.target_items, item_category, sizes.numel())
@@ -211,7 +210,8 @@ def evaluate_candidates(
 
 
 def _index(model: Any, catalog: ItemCatalog) -> CategoryIndex | None:
-    if candidate_support(model) is not None:  # no served candidate search to time
+    # No served candidate search to time without candidates, or without an item query (a fused model).
+    if candidate_support(model) is not None or not isinstance(model, QueryRecommender):
         return None
     with torch.inference_mode():
         embeddings = model.item_output_embeddings().detach().float().clone()
@@ -236,18 +236,6 @@ def _counts_by_category(scores: torch.Tensor, targets: torch.Tensor, item_catego
     )
     equal = torch.zeros_like(above).scatter_add_(1, index, (scores == target_scores).int())
     return above, equal
-
-
-def _last_clicks(batch: SessionBatch, max_len: int) -> SessionBatch:
-    # What the evaluator gives a model: each prefix's most recent max_len clicks (left padding kept).
-    if batch.items.shape[1] <= max_len:
-        return batch
-    return dataclasses.replace(
-        batch,
-        items=batch.items[:, -max_len:],
-        categories=batch.categories[:, -max_len:],
-        lengths=batch.lengths.clamp(max=max_len),
-    )
 
 
 @dataclass

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from hiersrec.artifact import CONFIG, Artifact, read_json, save_artifact
-from hiersrec.config import FittedModelConfig, RunConfig, config_from_dict
+from hiersrec.artifact import CONFIG, Artifact, load_artifact, read_json, save_artifact
+from hiersrec.config import FittedModelConfig, FusionConfig, RunConfig, config_from_dict
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.prepared import PreparedDataset
 from hiersrec.data.sessions import SessionData
@@ -33,6 +33,7 @@ from hiersrec.files import claim_target, write_json_atomic
 from hiersrec.models import is_neural, make_model
 from hiersrec.provenance import provenance
 from hiersrec.train.checkpoint import CHECKPOINT, CURVE, plot_curve, write_log
+from hiersrec.train.fusion import attach_partner
 from hiersrec.train.loop import TrainResult, resolve_device, train
 from hiersrec.tuning import TuningResult, tune_and_fit
 
@@ -243,8 +244,64 @@ def _train_neural(
     popularity = data.train.item_counts(data.catalog.n_items)
     write_log(run_dir, result.history)
     plot_curve(run_dir / CURVE, result.history)
+    if config.fusion.enabled:
+        model, config, metrics = _fuse(model, config, data, metrics)
     save_artifact(run_dir, model, data.vocab, data.catalog, config, meta, metrics, popularity)
     return Artifact(model, data.vocab, data.catalog, config, meta, metrics, popularity), result
+
+
+def _fuse(neural: Any, config: RunConfig, data: TrainingData, metrics: dict[str, Any]):
+    # The partner joins the selected neural model; its weight is chosen on the same validation cases.
+    fused, search = attach_partner(
+        neural, config.fusion, data.train, data.valid, data.all_train, data.catalog,
+        k=config.train.valid_k, protocol=data.protocol, show_progress=config.train.show_progress,
+    )  # fmt: skip
+    fusion = dataclasses.replace(config.fusion, rule=search.rule, weight=search.weight)
+    chosen = next(t["metrics"] for t in search.trials if (t["rule"], t["weight"]) == (search.rule, search.weight))
+    metrics = {
+        **metrics,
+        "valid": {**metrics.get("valid", {}), **chosen},
+        "neural_valid": metrics.get("valid", {}),
+        "fusion": {**search.to_dict(), "partner_fitted_on": "all training sessions (the validation tail included)"},
+    }
+    return fused, dataclasses.replace(config, fusion=fusion), metrics
+
+
+def fuse_run(
+    run_dir: str | Path, data: TrainingData, fusion: FusionConfig, out: str | Path
+) -> tuple[Artifact, dict[str, Any]]:
+    """Write to ``out`` the neural run ``run_dir`` fused with the partner of ``fusion`` (weight chosen on ``data``).
+
+    ``data`` must hold the same training and validation sessions the run was trained and selected on (checked
+    by their digests); the neural model is not retrained.
+
+    Returns:
+        The fused `Artifact` and its metrics (``metrics["fusion"]`` lists every rule and weight tried).
+
+    Raises:
+        ArtifactError: ``run_dir`` is not a neural run, is already fused, was made from other sessions, or
+            ``out`` is not new or empty.
+    """
+    source = load_artifact(run_dir)
+    if not is_neural(source.config.model_name) or source.config.fusion.enabled:
+        kind = "a fused run" if source.config.fusion.enabled else f"a {source.config.model_name} run"
+        raise ArtifactError(f"{run_dir}: fusion joins a partner to an unfused neural run, not to {kind}")
+    recorded_valid = (source.meta.get("validation_split") or {}).get("sessions_sha256")
+    if data.valid is None or recorded_valid != sessions_digest(data.valid):
+        raise ArtifactError(f"{run_dir} was not selected on these validation sessions; give the data it was trained on")
+    if source.meta.get("train_sessions_sha256") != sessions_digest(data.train):
+        raise ArtifactError(f"{run_dir} was not trained on these training sessions; give the data it was trained on")
+    config = dataclasses.replace(source.config, fusion=fusion)
+    out = Path(out)
+    with claim_target(out):
+        left = {path.name for path in out.iterdir()} if out.exists() else set()
+        if left:
+            raise ArtifactError(f"{out} is not empty; choose a new --out")
+        fused, config, metrics = _fuse(source.model, config, data, dict(source.metrics))
+        meta = {**source.meta, "fused_from": str(run_dir), "fused_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        meta.pop("format_version", None)
+        save_artifact(out, fused, data.vocab, data.catalog, config, meta, metrics, source.item_popularity)
+    return Artifact(fused, data.vocab, data.catalog, config, meta, metrics, source.item_popularity), metrics
 
 
 def _run_meta(config: RunConfig, data: TrainingData, fitted_on: SessionData) -> dict[str, Any]:

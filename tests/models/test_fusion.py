@@ -1,0 +1,151 @@
+"""Score fusion (issue 12): a neural model joined with a fitted partner, the weight chosen on validation only."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hiersrec.artifact import load_artifact
+from hiersrec.config import FusionConfig, RunConfig, TrainConfig, load_config
+from hiersrec.data.batching import left_pad, make_batch
+from hiersrec.errors import ArtifactError, ConfigError
+from hiersrec.models import make_model
+from hiersrec.models.fusion import FusedModel, fuse_scores
+from hiersrec.models.hiersrec import HierSRecConfig
+from hiersrec.train.fusion import fusion_grid
+from hiersrec.train.run import TrainingData, fit_run, fuse_run
+
+TINY = HierSRecConfig(d_model=16, n_heads=2, d_ff=24, max_len=7, d_category=6, d_feed=5)
+TRAIN = TrainConfig(epochs=1, batch_targets=256, warmup_steps=2, show_progress=False, device="cpu", seed=5)
+
+
+def _order(scores: torch.Tensor) -> torch.Tensor:
+    return torch.argsort(scores, dim=1, descending=True, stable=True)
+
+
+@pytest.mark.parametrize("rule", ["probability", "logit"])
+def test_weight_zero_ranks_exactly_as_the_neural_model(rule):
+    neural = torch.randn(4, 30)
+    neural[:, 0] = float("-inf")
+    partner = torch.rand(4, 30) * (torch.rand(4, 30) > 0.5)
+    fused = fuse_scores(neural, partner, rule, 0.0)
+    assert torch.equal(_order(fused[:, 1:]), _order(neural[:, 1:]))
+    if rule == "probability":  # in log space, exactly the neural log-probabilities
+        torch.testing.assert_close(fused[:, 1:], torch.log_softmax(neural, dim=1)[:, 1:])
+
+
+def test_full_probability_weight_ranks_the_partners_items_first_by_their_evidence():
+    neural = torch.tensor([[float("-inf"), 5.0, 4.0, 3.0, 2.0]])
+    partner = torch.tensor([[float("-inf"), 0.0, 0.0, 1.0, 3.0]])
+    fused = fuse_scores(neural, partner, "probability", 0.999)
+    assert _order(fused)[0, :2].tolist() == [4, 3]
+    # The logit rule adds evidence scaled to [0, 1] per row: a weight of 2.5 moves item 4 (2 + 2.5) above item 1.
+    logit = fuse_scores(neural, partner, "logit", 2.5)
+    assert logit[0, 4] == pytest.approx(4.5) and logit[0, 3] == pytest.approx(3.0 + 2.5 / 3)
+    assert torch.isneginf(fused[:, 0]).all() and torch.isneginf(logit[:, 0]).all()
+
+
+def test_a_row_without_partner_evidence_keeps_the_neural_ranking():
+    neural = torch.randn(1, 12)
+    neural[:, 0] = float("-inf")
+    fused = fuse_scores(neural, torch.full((1, 12), float("-inf")), "probability", 0.4)
+    assert torch.equal(_order(fused[:, 1:]), _order(neural[:, 1:]))
+
+
+def test_the_fusion_configuration_is_checked_before_anything_runs():
+    with pytest.raises(ConfigError, match="fitted model"):
+        FusionConfig(partner="sasrec")
+    with pytest.raises(ConfigError, match="no parameter"):
+        FusionConfig(partner="vstan", partner_params={"kk": 3})
+    with pytest.raises(ConfigError, match="out of range"):
+        FusionConfig(partner="vstan", probability_weights=(0.5, 1.5))
+    with pytest.raises(ConfigError, match="unknown"):
+        FusionConfig(partner="vstan", rules=("mean",))
+    with pytest.raises(ConfigError, match="fitted model"):
+        load_config(model="vstan", overrides=["fusion.partner=sr"])
+    config = load_config(overrides=["fusion.partner=vstan", "fusion.partner_params.k=50", "fusion.rules=logit"])
+    assert config.fusion.partner_params == {"k": 50} and fusion_grid(config.fusion)[0] == ("logit", 0.0)
+    assert fusion_grid(dataclasses.replace(config.fusion, rule="probability", weight=0.2)) == [("probability", 0.2)]
+
+
+@pytest.fixture(scope="module")
+def neural_run(tiny_shop, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("neural")
+    fit_run(RunConfig(model=TINY, train=TRAIN), TrainingData.from_prepared(tiny_shop), directory)
+    return directory
+
+
+def test_fusing_a_trained_run_chooses_on_validation_and_saves_a_run_that_scores_identically(
+    tiny_shop, neural_run, tmp_path
+):
+    data = TrainingData.from_prepared(tiny_shop)
+    fusion = FusionConfig(partner="sr", rules=("probability",), probability_weights=(0.0, 0.5, 0.9))
+    artifact, metrics = fuse_run(neural_run, data, fusion, tmp_path / "fused")
+    trials = metrics["fusion"]["trials"]
+    assert [t["weight"] for t in trials] == [0.0, 0.5, 0.9]
+    best = max(trials, key=lambda t: t["metrics"]["mrr@20"])
+    assert (artifact.config.fusion.weight, metrics["valid"]["mrr@20"]) == (best["weight"], best["metrics"]["mrr@20"])
+    # weight 0 on validation is the neural model's own validation figure (the same cases, the same ranking)
+    assert trials[0]["metrics"]["mrr@20"] == pytest.approx(metrics["neural_valid"]["mrr@20"], abs=1e-6)
+    loaded = load_artifact(tmp_path / "fused")
+    assert isinstance(loaded.model, FusedModel) and loaded.config.fusion.weight == best["weight"]
+    test = tiny_shop.test
+    sessions = [test.items[test.offsets[i] : test.offsets[i + 1]][:-1] for i in range(10) if test.lengths[i] > 1]
+    batch = make_batch(*left_pad(sessions, 7), tiny_shop.catalog)
+    assert torch.equal(loaded.model.score(batch), artifact.model.score(batch))
+    saved = json.loads((tmp_path / "fused" / "config.json").read_text())
+    assert saved["fusion"]["partner"] == "sr" and saved["fusion"]["weight"] == best["weight"]
+
+
+def test_a_fused_model_of_weight_zero_is_the_plain_model(tiny_shop, neural_run):
+    neural = load_artifact(neural_run).model
+    partner = make_model("vstan").fit(tiny_shop.train, tiny_shop.catalog)
+    test = tiny_shop.test
+    sessions = [test.items[test.offsets[i] : test.offsets[i + 1]][:-1] for i in range(10) if test.lengths[i] > 1]
+    batch = make_batch(*left_pad(sessions, 7), tiny_shop.catalog)
+    for rule in ("probability", "logit"):
+        fused = FusedModel(neural, partner, rule, 0.0).score(batch)
+        assert torch.equal(_order(fused[:, 1:]), _order(neural.score(batch)[:, 1:]))
+
+
+def test_fusion_refuses_other_data_a_fused_run_and_a_busy_target(tiny_shop, neural_run, tmp_path):
+    data = TrainingData.from_prepared(tiny_shop)
+    fusion = FusionConfig(partner="sr", rules=("logit",), logit_weights=(1.0,))
+    other = TrainingData.from_prepared(tiny_shop, valid_fraction=0.2)
+    with pytest.raises(ArtifactError, match="validation sessions"):
+        fuse_run(neural_run, other, fusion, tmp_path / "a")
+    fuse_run(neural_run, data, fusion, tmp_path / "b")
+    with pytest.raises(ArtifactError, match="not empty"):
+        fuse_run(neural_run, data, fusion, tmp_path / "b")
+    with pytest.raises(ArtifactError, match="fused run"):
+        fuse_run(tmp_path / "b", data, fusion, tmp_path / "c")
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    config["fusion"]["weight"] = None
+    (tmp_path / "b" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="no chosen weight"):
+        load_artifact(tmp_path / "b")
+
+
+def test_the_fuse_command_writes_a_run_that_evaluate_reads(tiny_shop, neural_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from hiersrec.cli import app
+    from hiersrec.data.storage import save_prepared
+
+    tiny_shop_dir = save_prepared(tiny_shop, tmp_path / "data")
+    runner = CliRunner()
+    out = tmp_path / "fused"
+    args = ["fuse", str(neural_run), "--out", str(out), "--data", str(tiny_shop_dir), "--partner", "sr"]
+    result = runner.invoke(app, [*args, "--set", "fusion.rules=logit", "--set", "fusion.logit_weights=0,3", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert [t["weight"] for t in summary["fusion"]["trials"]] == [0.0, 3.0]
+    evaluated = runner.invoke(app, ["evaluate", str(out), "--data", str(tiny_shop_dir), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert np.isfinite(json.loads(evaluated.output.strip().splitlines()[-1])["metrics"]["mrr@20"])
+    no_partner = runner.invoke(app, ["fuse", str(neural_run), "--out", str(tmp_path / "x"), "--data", "synthetic"])
+    assert isinstance(no_partner.exception, ConfigError) and "no fusion partner" in str(no_partner.exception)
