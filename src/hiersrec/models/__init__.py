@@ -26,6 +26,7 @@ from torch import nn
 
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.errors import ConfigError
+from hiersrec.models.core import CORE
 from hiersrec.models.gru4rec import GRU4Rec
 from hiersrec.models.hiersrec import HierSRec
 from hiersrec.models.itemknn import ItemKNN
@@ -58,6 +59,7 @@ MODELS: dict[str, type] = {
         GRU4Rec,
         NARM,
         STAMP,
+        CORE,
         HierSRec,
     )
 }
@@ -187,6 +189,7 @@ def search_space(name: str) -> dict[str, tuple]:
 __all__ = [
     "BASELINES",
     "MODELS",
+    "CORE",
     "GRU4Rec",
     "HierSRec",
     "ItemKNN",
