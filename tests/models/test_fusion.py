@@ -149,3 +149,20 @@ def test_the_fuse_command_writes_a_run_that_evaluate_reads(tiny_shop, neural_run
     assert np.isfinite(json.loads(evaluated.output.strip().splitlines()[-1])["metrics"]["mrr@20"])
     no_partner = runner.invoke(app, ["fuse", str(neural_run), "--out", str(tmp_path / "x"), "--data", "synthetic"])
     assert isinstance(no_partner.exception, ConfigError) and "no fusion partner" in str(no_partner.exception)
+
+
+@pytest.mark.parametrize("rule, weight", [("probability", 0.0), ("probability", 0.35), ("logit", 0.0), ("logit", 3.0)])
+def test_the_search_ranks_are_the_fused_models_ranks(rule, weight):
+    from hiersrec.eval.metrics import target_ranks
+    from hiersrec.train.fusion import FusedRanker
+
+    generator = torch.Generator().manual_seed(7)
+    neural = torch.randn(64, 500, generator=generator) * 3
+    neural[:, 0] = float("-inf")
+    partner = torch.rand(64, 500, generator=generator) * (torch.rand(64, 500, generator=generator) > 0.9)
+    partner[:, 0] = float("-inf")
+    partner[:3] = float("-inf")  # rows where the partner has nothing to say
+    targets = torch.randint(1, 500, (64,), generator=generator)
+    targets[10:30] = partner[10:30, 1:].argmax(dim=1) + 1  # targets the partner scores
+    expected = target_ranks(fuse_scores(neural, partner, rule, weight), targets)
+    assert torch.equal(FusedRanker(neural, partner, targets).ranks(rule, weight), expected)

@@ -10,6 +10,7 @@ included, as a tuned baseline is refitted) for the model that is saved.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,9 +22,9 @@ from hiersrec.config import FusionConfig
 from hiersrec.data.batching import iter_prefix_batches
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
-from hiersrec.eval.metrics import MetricSums, target_ranks
+from hiersrec.eval.metrics import MetricSums
 from hiersrec.models import make_model
-from hiersrec.models.fusion import FusedModel, fuse_scores
+from hiersrec.models.fusion import FusedModel
 from hiersrec.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def search_fusion(
     """Validation metrics (HR, MRR, NDCG at ``k``) of every (rule, weight) in ``grid``, in one pass.
 
     Every prefix of ``valid`` (``protocol``), its most recent ``neural.config.max_len`` clicks, full ranking
-    and pessimistic ties, as `hiersrec.eval.protocol.evaluate` ranks them.
+    and pessimistic ties, as `hiersrec.eval.protocol.evaluate` ranks them; the ranks are `fused_ranks`'.
     """
     max_len = getattr(getattr(neural, "config", None), "max_len", 50)
     targets = valid.target_positions(protocol)
@@ -90,17 +91,80 @@ def search_fusion(
     batches = iter_prefix_batches(valid, catalog, targets, batch_size, max_len)
     with progress(total=targets.size, desc="fusion", unit="case", disable=not show_progress, leave=False) as bar:
         for batch in batches:
-            neural_scores = neural.score(batch).float()
-            partner_scores = partner.score(batch).float()
+            ranker = FusedRanker(neural.score(batch), partner.score(batch), batch.target_items)
             for pair_sums, (rule, weight) in zip(sums, grid, strict=True):
-                fused = fuse_scores(neural_scores, partner_scores, rule, weight)
-                pair_sums.add_ranks(target_ranks(fused, batch.target_items), [k])
+                pair_sums.add_ranks(ranker.ranks(rule, weight), [k])
             bar.update(len(batch))
     n_cases = int(targets.size)
     return [
         {"rule": rule, "weight": weight, "metrics": pair_sums.means(n_cases)}
         for pair_sums, (rule, weight) in zip(sums, grid, strict=True)
     ]
+
+
+class FusedRanker:
+    """Pessimistic target ranks under `fuse_scores` for many (rule, weight) pairs, without (B, V) work per pair.
+
+    A fused score differs from a monotone shift of the neural score only where the partner has evidence, and
+    the partner scores few items of each row. So the items without evidence are sorted once per batch by
+    their neural score and, for each pair, counted by a binary search against the target's fused score;
+    the items with evidence are scored one by one. The ranks are those of
+    ``target_ranks(fuse_scores(neural, partner, rule, weight), targets)`` (up to float rounding of
+    near-equal scores).
+
+    Args:
+        neural: (B, V) neural scores, column 0 = -inf.
+        partner: (B, V) partner scores (-inf or 0 where it has no evidence).
+        targets: (B,) target item indices.
+    """
+
+    def __init__(self, neural: torch.Tensor, partner: torch.Tensor, targets: torch.Tensor) -> None:
+        neural = neural.float()
+        neural[:, 0] = float("-inf")
+        evidence = torch.nan_to_num(partner.float(), nan=0.0, neginf=0.0, posinf=0.0).clamp_(min=0.0)
+        evidence[:, 0] = 0.0
+        tiny = torch.finfo(torch.float32).tiny
+        self._targets = targets.unsqueeze(1)
+        rows, columns = evidence.nonzero(as_tuple=True)
+        self._rows = rows
+        self._n_rows = neural.shape[0]
+        without = evidence == 0  # these rank by the neural score alone
+        base = {"logit": neural, "probability": torch.log_softmax(neural, dim=1)}
+        # Sorted neural scores of the items without evidence (the others set to -inf, never counted).
+        self._sorted = {rule: values.masked_fill(~without, float("-inf")).sort(dim=1).values
+                        for rule, values in base.items()}  # fmt: skip
+        self._base = {rule: values[rows, columns] for rule, values in base.items()}
+        self._target_base = {rule: values.gather(1, self._targets) for rule, values in base.items()}
+        share = evidence / evidence.sum(dim=1, keepdim=True).clamp(min=tiny)
+        scaled = evidence / evidence.amax(dim=1, keepdim=True).clamp(min=tiny)
+        self._evidence = {"probability": share[rows, columns], "logit": scaled[rows, columns]}
+        self._target_evidence = {
+            "probability": share.gather(1, self._targets),
+            "logit": scaled.gather(1, self._targets),
+        }
+        self._target_without = without.gather(1, self._targets)
+
+    def ranks(self, rule: str, weight: float) -> torch.Tensor:
+        """(B,) float32 pessimistic ranks of the targets under ``rule`` and ``weight``."""
+        target = _combine(rule, weight, self._target_base[rule], self._target_evidence[rule])  # (B, 1)
+        shift = math.log1p(-weight) if rule == "probability" else 0.0  # an item without evidence: base + shift
+        # A target without evidence is compared by its own base score: it always counts itself, exactly.
+        threshold = torch.where(self._target_without, self._target_base[rule], target - shift)
+        sorted_base = self._sorted[rule]
+        without = sorted_base.shape[1] - torch.searchsorted(sorted_base, threshold.contiguous(), side="left").squeeze(1)
+        scored = _combine(rule, weight, self._base[rule], self._evidence[rule])
+        beaten = (scored >= target.squeeze(1)[self._rows]).float()
+        with_evidence = torch.zeros(self._n_rows).index_add_(0, self._rows, beaten)
+        return without.float() + with_evidence
+
+
+def _combine(rule: str, weight: float, base: torch.Tensor, evidence: torch.Tensor) -> torch.Tensor:
+    # `fuse_scores` of one item from its neural base score (log-softmax or logit) and its partner evidence.
+    if rule == "logit":
+        return base + weight * evidence
+    if weight == 0.0:
+        return base
+    return torch.logaddexp(base + math.log1p(-weight), evidence.log() + math.log(weight))
 
 
 def attach_partner(
