@@ -37,6 +37,7 @@ from hiersrec.models.pop import Pop, SessionPop
 from hiersrec.models.sasrec import SASRec
 from hiersrec.models.sknn import SKNN
 from hiersrec.models.sr import SequentialRules
+from hiersrec.models.srgnn import SRGNN
 from hiersrec.models.stamp import STAMP
 from hiersrec.models.stan import STAN
 from hiersrec.models.vsknn import VSKNN
@@ -60,6 +61,7 @@ MODELS: dict[str, type] = {
         NARM,
         STAMP,
         CORE,
+        SRGNN,
         HierSRec,
     )
 }
@@ -199,6 +201,7 @@ __all__ = [
     "Pop",
     "SASRec",
     "SKNN",
+    "SRGNN",
     "STAMP",
     "STAN",
     "SequentialRules",
