@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hiersrec.artifact import load_artifact
 from hiersrec.config import DataConfig, RunConfig, TrainConfig
 from hiersrec.data.batching import left_pad, make_batch
 from hiersrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
@@ -60,6 +61,8 @@ def test_it_learns_the_ring_successor(ring_shop, tmp_path, loss):
     report = evaluate(artifact.model, ring_shop.test, ring_shop.catalog, ks=[1, 5], max_len=7)
     assert report.metrics["hr@1"] > 0.95, report.metrics
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    batch = _batch(_sessions(ring_shop), ring_shop.catalog)  # BPR-max's sampling counts are saved too
+    assert torch.equal(load_artifact(tmp_path / "run").model.score(batch), artifact.model.score(batch))
 
 
 @pytest.mark.parametrize("options", INPUT_OPTIONS.values(), ids=INPUT_OPTIONS.keys())
