@@ -32,12 +32,24 @@ import polars as pl
 from reporting import count_label, resolve_stem, results_header, write_results
 
 TARGET_SECONDS, TARGET_BYTES = 60.0, 4 * 1024**3
+N_ITEMS, N_CATEGORIES = 200_000, 1_000
 
 
 def write_log(directory: Path, n_clicks: int, seed: int = 0) -> tuple[Path, Path]:
     """The synthetic click log and item table (vectorised; ~10 s for 10M clicks)."""
+    log, table = synthetic_log(n_clicks, seed)
+    log_path, items_path = directory / "log.parquet", directory / "items.parquet"
+    log.write_parquet(log_path)
+    table.write_parquet(items_path)
+    return log_path, items_path
+
+
+def synthetic_log(n_clicks: int, seed: int = 0, first_session: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(clicks, item table): ``n_clicks`` clicks of whole sessions numbered from ``first_session``.
+
+    A bigger log is made of parts with other seeds and first sessions (`prepare_out_of_core.py`).
+    """
     rng = np.random.default_rng(seed)
-    n_items, n_categories = 200_000, 1_000
     lengths = rng.geometric(1 / 5, size=n_clicks // 4)
     lengths = lengths[: np.searchsorted(np.cumsum(lengths), n_clicks) + 1]
     lengths[-1] -= lengths.sum() - n_clicks
@@ -45,24 +57,21 @@ def write_log(directory: Path, n_clicks: int, seed: int = 0) -> tuple[Path, Path
     session_start = np.sort(rng.integers(1_600_000_000, 1_600_000_000 + 30 * 86_400, lengths.size))
     session = np.repeat(np.arange(lengths.size), lengths)
     within = np.arange(n_clicks) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    items = (rng.zipf(1.3, n_clicks) - 1) % n_items
+    items = (rng.zipf(1.3, n_clicks) - 1) % N_ITEMS
     repeat = rng.random(n_clicks) < 0.03
     repeat[np.cumsum(lengths) - lengths] = False  # a session's first click repeats nothing
     items = np.where(repeat, np.roll(items, 1), items)
     log = pl.DataFrame(
         {
-            "session_id": session,
+            "session_id": session + first_session,
             "item_id": items,
             "timestamp": session_start[session] + within * rng.integers(5, 120, n_clicks),
         }
     )
-    category = rng.integers(0, n_categories, n_items).astype(str).astype(object)
-    category[rng.random(n_items) < 0.02] = None
-    table = pl.DataFrame({"item_id": np.arange(n_items), "category": pl.Series(category, dtype=pl.Utf8)})
-    log_path, items_path = directory / "log.parquet", directory / "items.parquet"
-    log.write_parquet(log_path)
-    table.write_parquet(items_path)
-    return log_path, items_path
+    category = rng.integers(0, N_CATEGORIES, N_ITEMS).astype(str).astype(object)
+    category[rng.random(N_ITEMS) < 0.02] = None
+    table = pl.DataFrame({"item_id": np.arange(N_ITEMS), "category": pl.Series(category, dtype=pl.Utf8)})
+    return log, table
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,10 +23,16 @@ from hiersrec.data.ingest.clicklog import ClickLogOptions, read_clicklog
 from hiersrec.data.ingest.diginetica import read_diginetica
 from hiersrec.data.ingest.recbole import read_recbole_dir
 from hiersrec.data.ingest.srgnn import read_srgnn_dir
+from hiersrec.data.ingest.streaming import (
+    default_memory_limit,
+    needs_out_of_core,
+    parse_size,
+    prepare_clicklog_out_of_core,
+)
 from hiersrec.data.prepared import PreparedDataset
 from hiersrec.data.recbole_export import write_recbole
-from hiersrec.data.stats import dataset_stats
-from hiersrec.data.storage import load_prepared, require_replaceable, save_prepared
+from hiersrec.data.stats import dataset_stats, prepared_stats
+from hiersrec.data.storage import require_replaceable, save_prepared
 from hiersrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
 from hiersrec.errors import ConfigError
 from hiersrec.files import claim_target
@@ -124,6 +130,31 @@ def prepare(
     test_fraction: Annotated[
         float | None, typer.Option(help="Test = the most recent fraction of sessions.", rich_help_panel=_CLICKLOG)
     ] = None,
+    memory_limit: Annotated[
+        str | None,
+        typer.Option(
+            help="Memory the click-log import may use, such as 2GiB (default: half the machine's memory). A log "
+            "that would need more in memory (about 225 bytes per click; clicks counted in a Parquet file, "
+            "estimated from a text file's size) is prepared out of core, partition by partition within the "
+            "limit, with the same result; the temporary files beside --out take about twice the log's size.",
+            rich_help_panel=_CLICKLOG,
+        ),
+    ] = None,
+    out_of_core: Annotated[
+        bool,
+        typer.Option(
+            "--out-of-core", help="Prepare the click log out of core whatever its size.", rich_help_panel=_CLICKLOG
+        ),
+    ] = False,
+    partitions: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Number of on-disk partitions of an out-of-core import (default: from --memory-limit); implies "
+            "--out-of-core.",
+            rich_help_panel=_CLICKLOG,
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the synthetic shop (--source synthetic).")] = None,
     shop: Annotated[
         list[str] | None,
@@ -134,7 +165,11 @@ def prepare(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
-    """Import a dataset from --source, preprocess it and write it to --out."""
+    """Import a dataset from --source, preprocess it and write it to --out.
+
+    A click log that would not fit in --memory-limit (or with --out-of-core) is prepared out of core: on-disk
+    partitions processed one at a time, with the same prepared dataset, byte for byte, as in memory.
+    """
     clicklog_options = {
         "session_column": session_column,
         "item_column": item_column,
@@ -165,13 +200,28 @@ def prepare(
         raise ConfigError(f"--seed and --shop only apply to --source synthetic, not {source.value}")
     if (input_path is None) != (source is Source.synthetic):
         raise ConfigError("--input is required for every source except synthetic (and not allowed there)")
+    streaming = {"--memory-limit": memory_limit, "--out-of-core": out_of_core or None, "--partitions": partitions}
+    if source is not Source.clicklog and any(value is not None for value in streaming.values()):
+        flags = ", ".join(flag for flag, value in streaming.items() if value is not None)
+        raise ConfigError(f"options for --source clicklog only, not {source.value}: {flags}")
+    limit = parse_size(memory_limit) if memory_limit is not None else default_memory_limit()
     # Claimed and checked before the import, which can take minutes: a second writer of --out, or an --out
     # that is not a prepared dataset, fails at once.
     with claim_target(out):
         require_replaceable(out)
-        dataset = _import(source, input_path, items, name, missing_category, given, seed, category_field, shop or [])
-        save_prepared(dataset, out)
-    summary = {"out": str(out), **dataset_stats(load_prepared(out))}
+        if source is Source.clicklog and (out_of_core or partitions or needs_out_of_core(input_path, limit)):
+            options = _clicklog_options(given, missing_category)
+            logger.info("preparing %s out of core (memory limit %.1f GiB)", input_path, limit / 1024**3)
+            prepare_clicklog_out_of_core(
+                input_path, out, items, options, name=name, memory_limit=limit, partitions=partitions
+            )
+        else:
+            dataset = _import(
+                source, input_path, items, name, missing_category, given, seed, category_field, shop or []
+            )
+            save_prepared(dataset, out)
+    # Summarised from the folder a row group at a time: an out-of-core dataset need not fit in memory.
+    summary = {"out": str(out), **prepared_stats(out)}
     _print(summary, as_json)
 
 
@@ -227,10 +277,7 @@ def _import(
     if source is Source.diginetica:
         return read_diginetica(input_path, missing_category=missing_category, name=name or "diginetica")
     if source is Source.clicklog:
-        if "test_fraction" in clicklog_options and "test_days" not in clicklog_options:
-            clicklog_options["test_days"] = None
-        options = ClickLogOptions(**clicklog_options, missing_category=missing_category)
-        return read_clicklog(input_path, items, options, name=name)
+        return read_clicklog(input_path, items, _clicklog_options(clicklog_options, missing_category), name=name)
     if source is Source.recbole:
         if is_unisrec_amazon_dir(input_path):
             if category_field is not None:
@@ -243,6 +290,12 @@ def _import(
         return read_recbole_dir(input_path, missing_category=missing_category, name=name, category_field=category_field)
     dataset = make_synthetic_shop(SyntheticShopConfig(**{"seed": seed or 0, **_shop_fields(shop)}))
     return dataset if name is None else dataclasses.replace(dataset, name=name)
+
+
+def _clicklog_options(given: dict[str, Any], missing_category: str) -> ClickLogOptions:
+    if "test_fraction" in given and "test_days" not in given:
+        given = {**given, "test_days": None}
+    return ClickLogOptions(**given, missing_category=missing_category)
 
 
 def _shop_fields(assignments: list[str]) -> dict[str, Any]:

@@ -48,4 +48,9 @@ class PreparedDataset:
     @property
     def default_protocol(self) -> str:
         """``"last_item"`` for leave-one-out sources (they give a validation split), else ``"all_prefixes"``."""
-        return "last_item" if self.valid is not None else "all_prefixes"
+        return default_protocol(has_valid=self.valid is not None)
+
+
+def default_protocol(*, has_valid: bool) -> str:
+    """The evaluation protocol of a dataset: `PreparedDataset.default_protocol`, for a dataset not in memory."""
+    return "last_item" if has_valid else "all_prefixes"

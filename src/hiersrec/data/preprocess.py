@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 SECONDS_PER_DAY = 86_400
 DUPLICATE_POLICIES = ("keep", "drop")
+# The order `order_clicks` gives: sessions by date then first row, clicks by time then row (a total order).
+CLICK_ORDER = ("session_time", "first_row", "timestamp", "row")
 
 
 def counts(clicks: pl.DataFrame) -> dict[str, int]:
@@ -53,14 +55,19 @@ def session_time_from_last_click(clicks: pl.DataFrame) -> pl.DataFrame:
     return clicks.with_columns(session_time=pl.col("timestamp").max().over("session_id"))
 
 
-def order_clicks(clicks: pl.DataFrame) -> pl.DataFrame:
-    """Sort sessions by ``session_time`` and clicks by ``timestamp`` inside each session.
+def order_clicks(clicks: pl.DataFrame, *, keep_first_row: bool = False) -> pl.DataFrame:
+    """Sort sessions by ``session_time`` and clicks by ``timestamp`` inside each session (`CLICK_ORDER`).
 
     Ties keep file order, as SR-GNN's stable sorts do: sessions with the same date by their first row,
     clicks with the same time by their row. Afterwards each session is one contiguous block of rows.
+
+    ``keep_first_row`` keeps the ``first_row`` column (each session's first row at this point), so that parts
+    of the frame can be put back in this order after filters removed rows (the out-of-core path).
     """
-    first_row = pl.col("row").min().over("session_id").alias("_first_row")
-    return clicks.sort([pl.col("session_time"), first_row, pl.col("timestamp"), pl.col("row")])
+    first_row = pl.col("row").min().over("session_id").alias("first_row")
+    if keep_first_row:
+        return clicks.with_columns(first_row).sort(CLICK_ORDER)
+    return clicks.sort([first_row if key == "first_row" else pl.col(key) for key in CLICK_ORDER])
 
 
 def drop_consecutive_duplicates(clicks: pl.DataFrame, policy: str = "drop") -> pl.DataFrame:
@@ -84,10 +91,25 @@ def filter_short_sessions(clicks: pl.DataFrame, min_length: int) -> pl.DataFrame
     return _logged(f"filter_short_sessions(<{min_length})", clicks, kept)
 
 
-def filter_rare_items(clicks: pl.DataFrame, min_support: int) -> pl.DataFrame:
-    """Drop the clicks on items clicked fewer than ``min_support`` times in the frame (sessions may shrink)."""
-    kept = clicks.filter(pl.len().over("item_id") >= min_support)
+def filter_rare_items(
+    clicks: pl.DataFrame, min_support: int, *, item_counts: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """Drop the clicks on items clicked fewer than ``min_support`` times in the frame (sessions may shrink).
+
+    ``item_counts`` (`count_item_clicks` of a whole log of which ``clicks`` is one part) counts over that log
+    instead: the out-of-core path filters each of its buckets by the counts over all of them.
+    """
+    if item_counts is None:
+        kept = clicks.filter(pl.len().over("item_id") >= min_support)
+    else:
+        supported = item_counts.filter(pl.col("clicks") >= min_support)["item_id"]
+        kept = clicks.filter(pl.col("item_id").is_in(supported.implode()))
     return _logged(f"filter_rare_items(<{min_support})", clicks, kept)
+
+
+def count_item_clicks(clicks: pl.DataFrame) -> pl.DataFrame:
+    """Clicks per item: columns ``item_id`` and ``clicks`` (``u32``), one row per item, in no set order."""
+    return clicks.group_by("item_id").agg(clicks=pl.len())
 
 
 def filter_sessions_and_items(
@@ -116,7 +138,16 @@ def split_by_days(clicks: pl.DataFrame, days: float) -> tuple[pl.DataFrame, pl.D
     """
     if clicks.height == 0:
         raise DataError("no session left to split into train and test; lower the filtering thresholds")
-    split = clicks["session_time"].max() - days * SECONDS_PER_DAY
+    return split_at_time(clicks, split_time(clicks["session_time"].max(), days))
+
+
+def split_time(latest: float, days: float) -> float:
+    """The time that `split_by_days` splits at: ``days`` days before ``latest``, the latest ``session_time``."""
+    return latest - days * SECONDS_PER_DAY
+
+
+def split_at_time(clicks: pl.DataFrame, split: float) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(train, test) of `split_by_days` at the time ``split``: before it, after it (sessions at it dropped)."""
     train = clicks.filter(pl.col("session_time") < split)
     test = clicks.filter(pl.col("session_time") > split)
     dropped = clicks.height - train.height - test.height
@@ -145,6 +176,11 @@ def drop_unseen_items(test: pl.DataFrame, train: pl.DataFrame) -> pl.DataFrame:
 
 def require_sessions(clicks: pl.DataFrame, what: str, hint: str) -> pl.DataFrame:
     """Raise a `DataError` naming ``what`` and the fix ``hint`` when ``clicks`` is empty; else return it."""
-    if clicks.height == 0:
-        raise DataError(f"no {what + ' ' if what else ''}session left after filtering; {hint}")
+    require_clicks_left(clicks.height, what, hint)
     return clicks
+
+
+def require_clicks_left(n_clicks: int, what: str, hint: str) -> None:
+    """`require_sessions` given the number of clicks left (of a log that is not in memory)."""
+    if n_clicks == 0:
+        raise DataError(f"no {what + ' ' if what else ''}session left after filtering; {hint}")

@@ -32,7 +32,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +66,8 @@ FORMAT = "hiersrec-prepared"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _SPLITS = ("train", "test", "valid")
+# Sessions per row group of a split's file: pyarrow's default row-group size (whole tables were written so).
+ROW_GROUP_SESSIONS = 1024 * 1024
 _CATEGORICAL, _NUMERIC, _TEXT = "categorical.", "numeric.", "text"
 
 
@@ -77,21 +82,97 @@ def save_prepared(dataset: PreparedDataset, out_dir: str | Path) -> Path:
         ArtifactError: ``out_dir`` exists and is neither empty nor a prepared dataset (`require_replaceable`;
             nothing is changed), or it is being written by another process.
     """
+    with prepared_writer(out_dir) as writer:
+        for split in _SPLITS:
+            sessions = getattr(dataset, split)
+            if sessions is not None:
+                writer.append(split, sessions)
+        writer.finish(
+            name=dataset.name,
+            vocab=dataset.vocab,
+            catalog=dataset.catalog,
+            options=dataset.options,
+            provenance=dataset.provenance,
+        )
+    return Path(out_dir)
+
+
+class PreparedWriter:
+    """Writes the files of a prepared dataset into a folder, sessions chunk by chunk (see `prepared_writer`).
+
+    Sessions are stored in row groups of `ROW_GROUP_SESSIONS` sessions whatever the chunks appended, so that
+    the same sessions give the same bytes however they arrive (one `SessionData` or many pieces).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._splits: dict[str, _SessionFileWriter] = {}
+        self.manifest: dict[str, Any] | None = None
+
+    def append(self, split: str, sessions: SessionData) -> None:
+        """Append ``sessions`` to ``split`` (``"train"``, ``"test"`` or ``"valid"``), after those appended before."""
+        assert split in _SPLITS and self.manifest is None
+        if split not in self._splits:
+            self._splits[split] = _SessionFileWriter(self.directory / f"{split}.parquet", sessions.timestamps)
+        self._splits[split].append(sessions)
+
+    def finish(
+        self, *, name: str, vocab: Vocab, catalog: ItemCatalog, options: dict[str, Any], provenance: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Close the session files, write the item and category tables and the manifest; return the manifest."""
+        digests, counts = {}, {"items": vocab.n_items, "categories": vocab.n_categories}
+        for split in _SPLITS:
+            if split in self._splits:
+                written = self._splits[split]
+                digests[f"{split}.parquet"] = written.close()
+                counts[f"{split}_sessions"], counts[f"{split}_clicks"] = written.n_sessions, written.n_clicks
+        tables = {"items": _items_table(vocab, catalog), "categories": _categories_table(vocab)}
+        for stem, table in tables.items():
+            digests[f"{stem}.parquet"] = _write_table(table, self.directory / f"{stem}.parquet")
+        self.manifest = _manifest(name, counts, digests, options, provenance)
+        write_bytes_atomic(
+            self.directory / MANIFEST, json.dumps(self.manifest, indent=2, default=_json_default).encode()
+        )
+        return self.manifest
+
+    def abort(self) -> None:
+        """Close the session files without finishing (the folder is then removed)."""
+        for written in self._splits.values():
+            written.abort()
+
+
+@contextmanager
+def prepared_writer(out_dir: str | Path) -> Iterator[PreparedWriter]:
+    """Write a prepared dataset to ``out_dir`` piece by piece, atomically: what `save_prepared` does in one call.
+
+    The files go to a temporary folder beside ``out_dir``; when the block ends after `PreparedWriter.finish`,
+    the folder replaces ``out_dir``. A block left by an exception (or without ``finish``) leaves ``out_dir``
+    as it was.
+
+    Raises:
+        ArtifactError: as `save_prepared`, before anything is written.
+    """
     out_dir = Path(out_dir)
     with claim_target(out_dir):
         require_replaceable(out_dir)
         tmp = sibling_temp_dir(out_dir)
+        writer = PreparedWriter(tmp)
         try:
-            digests = _write_data_files(dataset, tmp)
-            manifest = _manifest(dataset, digests)
-            write_bytes_atomic(tmp / MANIFEST, json.dumps(manifest, indent=2, default=_json_default).encode())
+            yield writer
+            if writer.manifest is None:
+                raise ArtifactError(f"{out_dir}: the prepared dataset was not finished; nothing was written")
             fsync_directory(tmp)
             replace_directory(tmp, out_dir)
         except BaseException:
+            writer.abort()
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    logger.info("wrote prepared dataset %r to %s (fingerprint %s)", dataset.name, out_dir, manifest["fingerprint"])
-    return out_dir
+    logger.info(
+        "wrote prepared dataset %r to %s (fingerprint %s)",
+        writer.manifest["name"],
+        out_dir,
+        writer.manifest["fingerprint"],
+    )
 
 
 def load_prepared(directory: str | Path) -> PreparedDataset:
@@ -102,21 +183,7 @@ def load_prepared(directory: str | Path) -> PreparedDataset:
             missing or does not match its digest.
     """
     directory = Path(directory)
-    recover_directory(directory)
-    manifest = read_manifest(directory)
-    for filename, digest in manifest["files"].items():
-        path = directory / filename
-        if not path.is_file():
-            raise ArtifactError(f"{path}: listed in {MANIFEST} but missing; prepare the dataset again")
-        if sha256_file(path) != digest:
-            raise ArtifactError(f"{path}: content does not match its sha256 in {MANIFEST}; prepare the dataset again")
-
-    categories = pq.read_table(directory / "categories.parquet")
-    items = pq.read_table(directory / "items.parquet")
-    vocab = Vocab(
-        item_ids=(PAD_TOKEN, *items.column("item_id").to_pylist()),
-        category_ids=(PAD_TOKEN, *categories.column("category_id").to_pylist()),
-    )
+    manifest, vocab, catalog = read_prepared_catalog(directory)
     splits = {
         split: _read_sessions(directory / f"{split}.parquet")
         for split in _SPLITS
@@ -129,10 +196,50 @@ def load_prepared(directory: str | Path) -> PreparedDataset:
         test=splits["test"],
         valid=splits.get("valid"),
         vocab=vocab,
-        catalog=_catalog_from_table(items, vocab.n_categories),
+        catalog=catalog,
         options=manifest["options"],
         provenance=provenance,
     )
+
+
+def read_prepared_catalog(directory: str | Path) -> tuple[dict[str, Any], Vocab, ItemCatalog]:
+    """The manifest, vocabulary and catalogue of a prepared dataset folder, without its sessions.
+
+    Every data file is checked against its digest first, as `load_prepared` does; the sessions can then be
+    read a row group at a time (`iter_sessions`) when they do not fit in memory.
+
+    Raises:
+        ArtifactError: as `load_prepared`.
+    """
+    directory = Path(directory)
+    recover_directory(directory)
+    manifest = read_manifest(directory)
+    for filename, digest in manifest["files"].items():
+        path = directory / filename
+        if not path.is_file():
+            raise ArtifactError(f"{path}: listed in {MANIFEST} but missing; prepare the dataset again")
+        if sha256_file(path) != digest:
+            raise ArtifactError(f"{path}: content does not match its sha256 in {MANIFEST}; prepare the dataset again")
+    categories = pq.read_table(directory / "categories.parquet")
+    items = pq.read_table(directory / "items.parquet")
+    vocab = Vocab(
+        item_ids=(PAD_TOKEN, *items.column("item_id").to_pylist()),
+        category_ids=(PAD_TOKEN, *categories.column("category_id").to_pylist()),
+    )
+    return manifest, vocab, _catalog_from_table(items, vocab.n_categories)
+
+
+def iter_sessions(directory: str | Path, split: str, *, with_timestamps: bool = True) -> Iterator[SessionData]:
+    """The sessions of one split of a prepared dataset folder, one row group (`ROW_GROUP_SESSIONS`) at a time.
+
+    Digests are not checked here (`read_prepared_catalog` does).
+    """
+    handle = pq.ParquetFile(Path(directory) / f"{split}.parquet")
+    columns = (
+        ["item_idx", "timestamp"] if with_timestamps and "timestamp" in handle.schema_arrow.names else ["item_idx"]
+    )
+    for group in range(handle.num_row_groups):
+        yield _sessions_from_table(handle.read_row_group(group, columns=columns))
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
@@ -223,21 +330,76 @@ def _is_prepared_manifest(manifest: object) -> bool:
     )
 
 
-def _write_data_files(dataset: PreparedDataset, directory: Path) -> dict[str, str]:
-    tables = {
-        split: _sessions_table(getattr(dataset, split)) for split in _SPLITS if getattr(dataset, split) is not None
-    }
-    tables["items"] = _items_table(dataset.vocab, dataset.catalog)
-    tables["categories"] = pa.table(
+class _SessionFileWriter:
+    # One split's Parquet file, written one row group of ROW_GROUP_SESSIONS sessions at a time.
+
+    def __init__(self, path: Path, timestamps: np.ndarray | None) -> None:
+        self.path = path
+        self.with_timestamps = timestamps is not None
+        self.n_sessions = self.n_clicks = 0
+        self._pending: list[SessionData] = []
+        self._pending_sessions = 0
+        self._writer: pq.ParquetWriter | None = None
+
+    def append(self, sessions: SessionData) -> None:
+        assert (sessions.timestamps is not None) == self.with_timestamps, "every chunk has timestamps, or none"
+        self._pending.append(sessions)
+        self._pending_sessions += sessions.n_sessions
+        while self._pending_sessions >= ROW_GROUP_SESSIONS:
+            self._write_pending(ROW_GROUP_SESSIONS)
+
+    def close(self) -> str:
+        if self._pending_sessions or self._writer is None:  # an empty split is still a file (with no rows)
+            self._write_pending(self._pending_sessions)
+        assert self._writer is not None
+        self._writer.close()
+        with open(self.path, "rb+") as handle:
+            os.fsync(handle.fileno())
+        return sha256_file(self.path)
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    def _write_pending(self, n_sessions: int) -> None:
+        joined = concat_sessions(self._pending)
+        group, rest = _slice(joined, 0, n_sessions), _slice(joined, n_sessions, joined.n_sessions)
+        self._pending, self._pending_sessions = [rest], rest.n_sessions
+        table = _sessions_table(group, first_index=self.n_sessions)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
+        self._writer.write_table(table, row_group_size=ROW_GROUP_SESSIONS)
+        self.n_sessions += group.n_sessions
+        self.n_clicks += group.n_clicks
+
+
+def concat_sessions(parts: Sequence[SessionData]) -> SessionData:
+    """The sessions of ``parts`` one after another (all with timestamps, or none)."""
+    if len(parts) == 1:
+        return parts[0]
+    lengths = np.concatenate([part.lengths for part in parts])
+    offsets = np.zeros(lengths.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    timestamps = None
+    if parts[0].timestamps is not None:
+        timestamps = np.concatenate([part.timestamps for part in parts])
+    return SessionData(offsets=offsets, items=np.concatenate([part.items for part in parts]), timestamps=timestamps)
+
+
+def _slice(sessions: SessionData, start: int, stop: int) -> SessionData:
+    # Sessions start..stop as views of the arrays (no copy: a big split is cut into many row groups).
+    first, last = sessions.offsets[start], sessions.offsets[stop]
+    timestamps = None if sessions.timestamps is None else sessions.timestamps[first:last]
+    return SessionData(sessions.offsets[start : stop + 1] - first, sessions.items[first:last], timestamps)
+
+
+def _categories_table(vocab: Vocab) -> pa.Table:
+    return pa.table(
         {
-            "category_idx": pa.array(np.arange(1, dataset.vocab.n_categories + 1, dtype=np.int64)),
-            "category_id": pa.array(dataset.vocab.category_ids[1:], type=pa.string()),
+            "category_idx": pa.array(np.arange(1, vocab.n_categories + 1, dtype=np.int64)),
+            "category_id": pa.array(vocab.category_ids[1:], type=pa.string()),
         }
     )
-    digests = {}
-    for stem, table in tables.items():
-        digests[f"{stem}.parquet"] = _write_table(table, directory / f"{stem}.parquet")
-    return digests
 
 
 def _write_table(table: pa.Table, path: Path) -> str:
@@ -249,10 +411,10 @@ def _write_table(table: pa.Table, path: Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _sessions_table(sessions: SessionData) -> pa.Table:
+def _sessions_table(sessions: SessionData, first_index: int = 0) -> pa.Table:
     offsets = pa.array(sessions.offsets.astype(np.int64))
     columns = {
-        "session_idx": pa.array(np.arange(sessions.n_sessions, dtype=np.int64)),
+        "session_idx": pa.array(np.arange(first_index, first_index + sessions.n_sessions, dtype=np.int64)),
         "item_idx": pa.LargeListArray.from_arrays(offsets, pa.array(sessions.items.astype(np.int64))),
     }
     if sessions.timestamps is not None:
@@ -261,7 +423,10 @@ def _sessions_table(sessions: SessionData) -> pa.Table:
 
 
 def _read_sessions(path: Path) -> SessionData:
-    table = pq.read_table(path)
+    return _sessions_from_table(pq.read_table(path))
+
+
+def _sessions_from_table(table: pa.Table) -> SessionData:
     items = table.column("item_idx").combine_chunks()
     offsets = np.asarray(items.offsets, dtype=np.int64)
     # Offsets of a sliced array need not start at 0; rebase them onto the flat values.
@@ -303,23 +468,19 @@ def _catalog_from_table(items: pa.Table, n_categories: int) -> ItemCatalog:
     )
 
 
-def _manifest(dataset: PreparedDataset, digests: dict[str, str]) -> dict[str, Any]:
-    counts: dict[str, int] = {"items": dataset.vocab.n_items, "categories": dataset.vocab.n_categories}
-    for split in _SPLITS:
-        sessions = getattr(dataset, split)
-        if sessions is not None:
-            counts[f"{split}_sessions"] = sessions.n_sessions
-            counts[f"{split}_clicks"] = sessions.n_clicks
+def _manifest(
+    name: str, counts: dict[str, int], digests: dict[str, str], options: dict[str, Any], provenance: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "name": dataset.name,
+        "name": name,
         "counts": counts,
         "files": digests,
         "fingerprint": _fingerprint(digests),
-        "options": dataset.options,
+        "options": options,
         # A loaded dataset carries the fingerprint of the folder it came from; the new one is recomputed.
-        "provenance": {k: v for k, v in dataset.provenance.items() if k != "fingerprint"},
+        "provenance": {k: v for k, v in provenance.items() if k != "fingerprint"},
         "hiersrec_version": __version__,
     }
 

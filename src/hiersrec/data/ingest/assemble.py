@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.ingest.items import build_catalog
 from hiersrec.data.prepared import PreparedDataset
 from hiersrec.data.sessions import SessionData
@@ -29,6 +30,19 @@ def sessions_from_frame(clicks: pl.DataFrame, vocab: Vocab, *, with_timestamps: 
         DataError: a session's clicks are not one block (the frame was not ordered by `order_clicks`): they
             would otherwise become two sessions.
     """
+    index = pl.DataFrame({"item_id": vocab.item_ids[1:], "item_idx": np.arange(1, vocab.n_items + 1)})
+    return sessions_from_index(clicks, index, with_timestamps=with_timestamps)
+
+
+def sessions_from_index(clicks: pl.DataFrame, index: pl.DataFrame, *, with_timestamps: bool = True) -> SessionData:
+    """`sessions_from_frame` with items looked up in ``index`` (``item_id``, ``item_idx`` int64) instead of a vocab.
+
+    For a vocabulary that grows chunk by chunk (the out-of-core path); every clicked item must be in it.
+
+    Raises:
+        DataError: a session's clicks are not one block (the frame was not ordered by `order_clicks`): they
+            would otherwise become two sessions.
+    """
     runs = clicks["session_id"].rle()
     repeated = runs.struct.field("value").filter(runs.struct.field("value").is_duplicated())
     if repeated.len():
@@ -39,7 +53,6 @@ def sessions_from_frame(clicks: pl.DataFrame, vocab: Vocab, *, with_timestamps: 
     lengths = runs.struct.field("len").to_numpy() if clicks.height else np.zeros(0)
     offsets = np.zeros(lengths.size + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    index = pl.DataFrame({"item_id": vocab.item_ids[1:], "item_idx": np.arange(1, vocab.n_items + 1)})
     items = clicks.select("item_id").join(index, on="item_id", how="left", maintain_order="left")["item_idx"]
     assert items.null_count() == 0, "every clicked item is in the vocabulary"
     timestamps = None
@@ -79,10 +92,7 @@ def assemble(
     """
     frames = [train] + ([valid] if valid is not None else []) + [test]
     item_ids = pl.concat([f.select("item_id") for f in frames])["item_id"].unique(maintain_order=True)
-    catalog, category_ids, n_unknown = build_catalog(
-        item_ids.to_list(), items, categorical=categorical, numeric=numeric
-    )
-    vocab = Vocab.from_raw(item_ids.to_list(), category_ids)
+    vocab, catalog, n_unknown = index_items(item_ids.to_list(), items, categorical=categorical, numeric=numeric)
     unseen = test.filter(~pl.col("item_id").is_in(train["item_id"].unique().implode())).height
     return PreparedDataset(
         name=name,
@@ -91,6 +101,19 @@ def assemble(
         valid=None if valid is None else sessions_from_frame(valid, vocab, with_timestamps=with_timestamps),
         vocab=vocab,
         catalog=catalog,
-        options={**options, "items_without_category_unknown": n_unknown, "test_items_unseen_in_train": unseen},
+        options=counted_options(options, n_unknown, unseen),
         provenance=provenance,
     )
+
+
+def index_items(
+    item_ids: Sequence[str], items: pl.DataFrame | None, *, categorical: Sequence[str] = (), numeric: Sequence[str] = ()
+) -> tuple[Vocab, ItemCatalog, int]:
+    """(vocab, catalogue, items mapped to "unknown") of the raw ``item_ids`` in index order (`build_catalog`)."""
+    catalog, category_ids, n_unknown = build_catalog(item_ids, items, categorical=categorical, numeric=numeric)
+    return Vocab.from_raw(item_ids, category_ids), catalog, n_unknown
+
+
+def counted_options(options: dict[str, Any], n_unknown: int, unseen: int) -> dict[str, Any]:
+    """``options`` with the counts that `assemble` records: items without a category, unseen test clicks."""
+    return {**options, "items_without_category_unknown": n_unknown, "test_items_unseen_in_train": unseen}

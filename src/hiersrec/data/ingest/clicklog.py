@@ -51,6 +51,10 @@ from hiersrec.data.preprocess import (
 )
 from hiersrec.errors import ConfigError
 
+FILTER_HINT = "lower min_item_support / min_session_length"
+TRAIN_HINT = "shorten the test period"
+TEST_HINT = f"lengthen the test period or {FILTER_HINT}"
+
 
 @dataclass(frozen=True)
 class ClickLogOptions:
@@ -116,11 +120,12 @@ def read_clicklog(
             is left after filtering.
     """
     opts = options or ClickLogOptions()
-    if items_path is None and (opts.categorical_columns or opts.numeric_columns or opts.text_column):
-        raise ConfigError("categorical_columns, numeric_columns and text_column need an item table (items_path)")
+    check_item_table_options(opts, items_path)
     clicks_path = Path(clicks_path)
-    clicks = _read_clicks(clicks_path, opts)
-    items = _read_items(Path(items_path), opts) if items_path is not None else None
+    clicks = session_time_from_last_click(
+        clicks_from_table(read_table(clicks_path, separator=opts.separator), clicks_path, opts)
+    )
+    items = read_item_table(Path(items_path), opts) if items_path is not None else None
     steps: list[dict[str, object]] = []
     traced(steps, "read", clicks)
     clicks, category_report = apply_category_policy(clicks, items, opts.missing_category, str(clicks_path))
@@ -128,31 +133,52 @@ def read_clicklog(
     clicks = filter_sessions_and_items(
         clicks, opts.min_session_length, opts.min_item_support, until_stable=opts.filter_until_stable
     )
-    hint = "lower min_item_support / min_session_length"
-    clicks = require_sessions(traced(steps, "filtered", clicks), "", f"{clicks_path}: {hint}")
+    clicks = require_sessions(traced(steps, "filtered", clicks), "", f"{clicks_path}: {FILTER_HINT}")
     if opts.test_days is not None:
         train, test = split_by_days(clicks, opts.test_days)
     else:
         train, test = split_by_fraction(clicks, opts.test_fraction)
-    require_sessions(traced(steps, "train", train), "train", f"{clicks_path}: shorten the test period")
+    require_sessions(traced(steps, "train", train), "train", f"{clicks_path}: {TRAIN_HINT}")
     test = filter_short_sessions(drop_unseen_items(test, train), opts.min_session_length)
-    require_sessions(traced(steps, "test", test), "test", f"{clicks_path}: lengthen the test period or {hint}")
-    sources = [clicks_path] + ([Path(items_path)] if items_path is not None else [])
+    require_sessions(traced(steps, "test", test), "test", f"{clicks_path}: {TEST_HINT}")
     return assemble(
         train,
         test,
         items,
         name=name or clicks_path.stem,
-        options={"source_format": "clicklog", **asdict(opts), **category_report},
-        provenance={"files": file_provenance(sources), "steps": steps},
+        options=options_record(opts, category_report),
+        provenance=provenance_record(clicks_path, items_path, steps),
         categorical=opts.categorical_columns,
         numeric=opts.numeric_columns,
     )
 
 
-def _read_clicks(path: Path, opts: ClickLogOptions) -> pl.DataFrame:
+def check_item_table_options(opts: ClickLogOptions, items_path: str | Path | None) -> None:
+    """Raise a `ConfigError` when ``opts`` asks for item-table columns but there is no item table."""
+    if items_path is None and (opts.categorical_columns or opts.numeric_columns or opts.text_column):
+        raise ConfigError("categorical_columns, numeric_columns and text_column need an item table (items_path)")
+
+
+def options_record(opts: ClickLogOptions, category_report: dict[str, object]) -> dict[str, object]:
+    """The preprocessing options stored with a click-log dataset (before `assemble` adds its counts)."""
+    return {"source_format": "clicklog", **asdict(opts), **category_report}
+
+
+def provenance_record(
+    clicks_path: Path, items_path: str | Path | None, steps: list[dict[str, object]]
+) -> dict[str, object]:
+    """The provenance of a click-log dataset: the source files' sizes and digests, and the recipe's counts."""
+    sources = [clicks_path] + ([Path(items_path)] if items_path is not None else [])
+    return {"files": file_provenance(sources), "steps": steps}
+
+
+def clicks_from_table(raw: pl.DataFrame, path: Path, opts: ClickLogOptions, *, first_row: int = 0) -> pl.DataFrame:
+    """The click frame of a read log (or of one batch of it), without ``session_time``: values checked, times parsed.
+
+    ``first_row`` is the file row of ``raw``'s first row (see `read_table_batches`): it starts the ``row``
+    column and names the row of a bad value.
+    """
     columns = {"session_id": opts.session_column, "item_id": opts.item_column, "timestamp": opts.time_column}
-    raw = read_table(path, separator=opts.separator)
     frame = select_columns(
         raw,
         path,
@@ -162,15 +188,17 @@ def _read_clicks(path: Path, opts: ClickLogOptions) -> pl.DataFrame:
     )
     # Checked under the file's own column names, so that errors name what the user sees.
     for column in (opts.session_column, opts.item_column):
-        require_values(raw, column, path)
-    timestamp = parse_times(raw, opts.time_column, path, unit=opts.time_unit, fmt=opts.time_format)
-    clicks = frame.with_columns(
-        item_id=pl.col("item_id").cast(pl.Utf8), timestamp=timestamp, row=pl.int_range(pl.len(), dtype=pl.Int64)
+        require_values(raw, column, path, first_row=first_row)
+    timestamp = parse_times(raw, opts.time_column, path, unit=opts.time_unit, fmt=opts.time_format, first_row=first_row)
+    return frame.with_columns(
+        item_id=pl.col("item_id").cast(pl.Utf8),
+        timestamp=timestamp,
+        row=pl.int_range(first_row, first_row + pl.len(), dtype=pl.Int64),
     )
-    return session_time_from_last_click(clicks)
 
 
-def _read_items(path: Path, opts: ClickLogOptions) -> pl.DataFrame:
+def read_item_table(path: Path, opts: ClickLogOptions) -> pl.DataFrame:
+    """The item table of a click-log import (see `hiersrec.data.ingest.items`), checked."""
     columns = {"item_id": opts.item_id_column, "category": opts.category_column}
     columns.update({name: name for name in (*opts.categorical_columns, *opts.numeric_columns)})
     if opts.text_column is not None:

@@ -49,24 +49,44 @@ def apply_category_policy(clicks: pl.DataFrame, items: pl.DataFrame | None, poli
     maps them to the ``"unknown"`` category and `build_catalog` counts them).
     """
     check_missing_category_policy(policy)
+    if policy == "unknown":
+        return clicks, category_report(policy)
+    uncategorised = is_uncategorised(items)
+    missing = clicks.filter(uncategorised)["item_id"].unique(maintain_order=True)
+    if policy == "error":
+        check_no_missing_category(missing, source)
+    kept = clicks.filter(~uncategorised)
+    return kept, category_report(policy, n_items=missing.len(), n_clicks=clicks.height - kept.height)
+
+
+def is_uncategorised(items: pl.DataFrame | None) -> pl.Expr:
+    """True for the clicks on items without a category in ``items`` (every click when there is no table)."""
     known = (
         items.filter(pl.col("category").is_not_null())["item_id"] if items is not None else pl.Series([], dtype=pl.Utf8)
     )
-    uncategorised = ~pl.col("item_id").is_in(known.implode())
-    report: dict[str, object] = {"missing_category": policy}
-    if policy == "unknown":
-        return clicks, report
-    missing = clicks.filter(uncategorised)["item_id"].unique(maintain_order=True)
-    if policy == "error" and missing.len():
+    return ~pl.col("item_id").is_in(known.implode())
+
+
+def check_no_missing_category(missing: pl.Series, source: str) -> None:
+    """Raise the ``"error"`` policy's `DataError` unless ``missing`` is empty.
+
+    ``missing``: the clicked items without a category, in file order (the message names the first five).
+    """
+    if missing.len():
         raise DataError(
             f"{source}: {missing.len()} clicked items have no category (first: {missing.head(5).to_list()}); "
             "add them to the item table, or pass the missing-category option 'unknown' (map them to an "
             "'unknown' category) or 'drop' (drop their clicks)"
         )
-    kept = clicks.filter(~uncategorised)
-    logger.info("dropped %d clicks on %d items without a category", clicks.height - kept.height, missing.len())
-    report.update(items_without_category_dropped=missing.len(), clicks_dropped=clicks.height - kept.height)
-    return kept, report
+
+
+def category_report(policy: str, *, n_items: int = 0, n_clicks: int = 0) -> dict[str, object]:
+    """The options record of `apply_category_policy`: the policy, and for ``"drop"`` what it dropped (logged)."""
+    report: dict[str, object] = {"missing_category": policy}
+    if policy != "unknown":
+        logger.info("dropped %d clicks on %d items without a category", n_clicks, n_items)
+        report.update(items_without_category_dropped=n_items, clicks_dropped=n_clicks)
+    return report
 
 
 def build_catalog(

@@ -12,7 +12,8 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -61,7 +62,66 @@ def read_table(path: str | Path, *, separator: str = ",") -> pl.DataFrame:
         DataError: the file is missing, unreadable, empty, has a header but no rows, names a column twice, or
             (text) is not UTF-8, has a row with another number of fields than the header or an unclosed quote.
     """
+    path, quote_char = _check_table(Path(path), separator)
+    with _read_errors(path, separator, quote_char):
+        if path.suffix == ".parquet":
+            frame = pl.read_parquet(path)
+        else:
+            frame = pl.read_csv(path, separator=separator, infer_schema=False, quote_char=quote_char)
+    if frame.height == 0:
+        raise DataError(f"{path}: the file has a header but no rows")
+    return frame
+
+
+def read_table_batches(
+    path: str | Path, *, separator: str = ",", batch_rows: int = 1_000_000
+) -> Iterator[pl.DataFrame]:
+    """`read_table` in consecutive batches of about ``batch_rows`` rows, in file order, for files beyond memory.
+
+    The batches together are the frame `read_table` returns (same column types, same checks and errors),
+    read by Polars' streaming engine.
+
+    Raises:
+        ConfigError, DataError: as `read_table`; a problem late in the file is raised when its batch is read.
+    """
+    path, quote_char = _check_table(Path(path), separator)
+    if path.suffix == ".parquet":
+        scan = pl.scan_parquet(path)
+    else:
+        scan = pl.scan_csv(path, separator=separator, infer_schema=False, quote_char=quote_char)
+    rows = 0
+    with _read_errors(path, separator, quote_char):
+        for batch in scan.collect_batches(chunk_size=batch_rows, engine="streaming"):
+            rows += batch.height
+            yield batch
+    if rows == 0:
+        raise DataError(f"{path}: the file has a header but no rows")
+
+
+def count_rows_estimate(path: str | Path) -> int:
+    """The number of data rows of a table file: exact for Parquet, from the size and first lines for text.
+
+    0 for a file that cannot be read: the reader then says why (`read_table`).
+    """
     path = Path(path)
+    if not path.is_file():
+        return 0
+    if path.suffix == ".parquet":
+        try:
+            return pq.read_metadata(path).num_rows
+        except (OSError, ValueError):
+            return 0
+    with open(path, "rb") as handle:
+        handle.readline()  # the header
+        sample = handle.read(1 << 20)
+    lines = sample.count(b"\n")
+    if not lines:
+        return 1 if sample.strip() else 0
+    return max(1, round(path.stat().st_size * lines / len(sample)))
+
+
+def _check_table(path: Path, separator: str) -> tuple[Path, str | None]:
+    # The checks of read_table before any row is read; returns the path and the quote character to parse with.
     if not path.is_file():
         raise DataError(f"{path}: {'a folder, not a file' if path.is_dir() else 'file not found'}")
     parquet = path.suffix == ".parquet"
@@ -69,25 +129,29 @@ def read_table(path: str | Path, *, separator: str = ",") -> pl.DataFrame:
     quote_char = None if parquet or separator == "\t" else '"'
     if not parquet:
         check_separator(separator)
-    try:
+    with _read_errors(path, separator, quote_char):
         names = pq.read_schema(path).names if parquet else _header(path, separator, quote_char)
+        if not parquet and not names and path.stat().st_size == 0:
+            raise pl.exceptions.NoDataError("empty file")
         _refuse_repeated_names(names, path)
-        if parquet:
-            frame = pl.read_parquet(path)
-        else:
-            frame = pl.read_csv(path, separator=separator, infer_schema=False, quote_char=quote_char)
+    return path, quote_char
+
+
+@contextmanager
+def _read_errors(path: Path, separator: str, quote_char: str | None) -> Iterator[None]:
+    # Reader failures become one DataError naming the file and, for text, the line at fault.
+    try:
+        yield
     except pl.exceptions.NoDataError as error:
         raise DataError(f"{path}: the file is empty") from error
     except (pl.exceptions.PolarsError, OSError, ValueError) as error:
         if isinstance(error, DataError):
             raise
+        parquet = path.suffix == ".parquet"
         found = None if parquet else _text_problem(path, separator, quote_char)
         if found is None:
             found = f"cannot be read as a {_kind(path, separator)} file ({one_line(error)})"
         raise DataError(f"{path}: {found}") from error
-    if frame.height == 0:
-        raise DataError(f"{path}: the file has a header but no rows")
-    return frame
 
 
 def select_columns(frame: pl.DataFrame, path: str | Path, mapping: dict[str, str], *, hint: str) -> pl.DataFrame:
@@ -109,14 +173,18 @@ def select_columns(frame: pl.DataFrame, path: str | Path, mapping: dict[str, str
     return frame.select([pl.col(source).alias(ours) for ours, source in mapping.items()])
 
 
-def require_values(frame: pl.DataFrame, column: str, path: str | Path) -> None:
-    """Raise a `DataError` naming the first row whose ``column`` is empty (null, blank text, or NaN)."""
+def require_values(frame: pl.DataFrame, column: str, path: str | Path, *, first_row: int = 0) -> None:
+    """Raise a `DataError` naming the first row whose ``column`` is empty (null, blank text, or NaN).
+
+    ``first_row`` is the file row of the frame's first row (a batch of `read_table_batches`), so that the
+    error names the row of the file.
+    """
     values = frame[column]
     if values.dtype.is_float():
         values = values.fill_nan(None)
     elif values.dtype == pl.Utf8:
         values = values.set((values.str.strip_chars() == "").fill_null(False), None)
-    _raise_on_failures(values, values, column, path, "a value")
+    _raise_on_failures(values, values, column, path, "a value", first_row=first_row)
 
 
 def parse_numbers(
@@ -145,13 +213,22 @@ def parse_numbers(
     return parsed.rename(column)
 
 
-def parse_times(frame: pl.DataFrame, column: str, path: str | Path, *, unit: str = "s", fmt: str | None = None):
+def parse_times(
+    frame: pl.DataFrame,
+    column: str,
+    path: str | Path,
+    *,
+    unit: str = "s",
+    fmt: str | None = None,
+    first_row: int = 0,
+) -> pl.Series:
     """``frame[column]`` as float64 seconds since the epoch.
 
     Numbers are read in ``unit`` (``"s"``, ``"ms"``, ``"us"``, ``"ns"``); datetime columns as they are (naive
     ones as UTC); text either as numbers or as datetimes (ISO 8601, or ``fmt`` in strftime notation), as
     most of its values are: a value of the other kind is the one reported. Every time must be present and
-    fall between the years 1 and 9999 (``nan``, ``inf`` and ``1e30`` do not).
+    fall between the years 1 and 9999 (``nan``, ``inf`` and ``1e30`` do not). ``first_row``: as in
+    `require_values`.
 
     Raises:
         DataError: naming the first value that is empty, does not parse or is out of range, its line or row,
@@ -159,7 +236,7 @@ def parse_times(frame: pl.DataFrame, column: str, path: str | Path, *, unit: str
     """
     if unit not in TIME_UNITS:
         raise DataError(f"unknown time unit {unit!r}; use one of {sorted(TIME_UNITS)}")
-    require_values(frame, column, path)
+    require_values(frame, column, path, first_row=first_row)
     source = frame[column]
     if source.dtype == pl.Date:
         source = source.cast(pl.Datetime("us"))
@@ -168,7 +245,7 @@ def parse_times(frame: pl.DataFrame, column: str, path: str | Path, *, unit: str
     elif source.dtype.is_numeric():
         seconds = source.cast(pl.Float64) * TIME_UNITS[unit]
     else:
-        seconds = _text_times(source, column, path, unit, fmt)
+        seconds = _text_times(source, column, path, unit, fmt, first_row)
     in_range = seconds.is_between(_FIRST_SECOND, _LAST_SECOND) & ~seconds.is_nan()
     _raise_on_failures(
         source,
@@ -176,22 +253,32 @@ def parse_times(frame: pl.DataFrame, column: str, path: str | Path, *, unit: str
         column,
         path,
         f"a finite time between the years 1 and 9999 (numbers count {_UNIT_NAMES[unit]} since 1970-01-01 UTC)",
+        first_row=first_row,
     )
     return seconds
 
 
-def _text_times(source: pl.Series, column: str, path: str | Path, unit: str, fmt: str | None) -> pl.Series:
+def text_times_are_numbers(source: pl.Series) -> bool:
+    """Whether `parse_times` reads this text column as numbers (every value one) rather than as datetimes."""
+    return source.cast(pl.Utf8).str.strip_chars().cast(pl.Float64, strict=False).null_count() == 0
+
+
+def _text_times(
+    source: pl.Series, column: str, path: str | Path, unit: str, fmt: str | None, first_row: int
+) -> pl.Series:
     text = source.cast(pl.Utf8).str.strip_chars()
     as_number = text.cast(pl.Float64, strict=False)
-    if fmt is None and as_number.null_count() == 0:
+    if fmt is None and as_number.null_count() == 0:  # the rule of text_times_are_numbers
         return as_number * TIME_UNITS[unit]
     parsed = _parse_datetimes(text, fmt, path)
     if fmt is None and as_number.is_not_null().sum() > parsed.is_not_null().sum():
         # Mostly numbers: the values that are not are the odd ones out, not the numbers around them.
-        _raise_on_failures(source, as_number, column, path, "a number, as most values of the column are")
+        _raise_on_failures(
+            source, as_number, column, path, "a number, as most values of the column are", first_row=first_row
+        )
     datetime = f"a datetime{f' in the format {fmt!r}' if fmt else ' (ISO 8601; pass a format option for others)'}"
     expected = f"{datetime}, as most values of the column are" if fmt is None else datetime
-    _raise_on_failures(source, parsed, column, path, expected)
+    _raise_on_failures(source, parsed, column, path, expected, first_row=first_row)
     return parsed.dt.epoch("us").cast(pl.Float64) * 1e-6
 
 
@@ -224,17 +311,27 @@ def row_label(path: str | Path, index: int) -> str:
 
 
 def _raise_on_failures(
-    source: pl.Series, parsed: pl.Series, column: str, path: str | Path, expected: str, *, allow_missing: bool = False
+    source: pl.Series,
+    parsed: pl.Series,
+    column: str,
+    path: str | Path,
+    expected: str,
+    *,
+    allow_missing: bool = False,
+    first_row: int = 0,
 ) -> None:
     failed = parsed.is_null() & source.is_not_null()
     missing = source.is_null()
     if missing.any() and not allow_missing:
         index = int(missing.arg_true()[0])
-        raise DataError(f"{path}: {row_label(path, index)}: column {column!r} is empty; every row needs a value")
+        raise DataError(
+            f"{path}: {row_label(path, first_row + index)}: column {column!r} is empty; every row needs a value"
+        )
     if failed.any():
         index = int(failed.arg_true()[0])
         raise DataError(
-            f"{path}: {row_label(path, index)}: column {column!r} has {excerpt(source[index])}, expected {expected}"
+            f"{path}: {row_label(path, first_row + index)}: column {column!r} has {excerpt(source[index])}, "
+            f"expected {expected}"
         )
 
 
