@@ -70,7 +70,9 @@ def run_prepare(command: list[str], log: Path) -> tuple[float, int, dict]:
     sys.stderr.write(messages[-3000:])
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"prepare failed ({os.waitstatus_to_exitcode(status)}): {messages[-3000:]}")
-    return wall, usage.ru_maxrss * 1024, json.loads(stdout)  # Linux reports KiB
+    summary = json.loads(stdout)
+    summary["log"] = messages.splitlines()[-40:]  # the passes' progress lines, kept in the results
+    return wall, usage.ru_maxrss * 1024, summary  # Linux reports KiB
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
                 "train": summary["train"],
                 "test": summary["test"],
                 "items": summary["items"],
+                "log": summary["log"],
             }
             shutil.rmtree(out)
     finally:

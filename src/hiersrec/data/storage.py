@@ -11,7 +11,9 @@ A prepared dataset folder holds::
                          0 = missing), ``numeric.<name>`` (float32, NaN = missing), ``text`` (string)
     categories.parquet   category_idx, category_id
 
-Row 0 (padding) is not stored; it is rebuilt on load. The fingerprint is the sha256 over the data files'
+Session files hold row groups of `ROW_GROUP_SESSIONS` sessions, so that a split can be written chunk by chunk
+(`prepared_writer`) and read a row group at a time (`iter_sessions`). Row 0 (padding) is not stored; it is
+rebuilt on load. The fingerprint is the sha256 over the data files'
 names and sha256 digests, so two folders with the same fingerprint hold byte-identical data files (for one
 pyarrow version); `load_prepared` checks every file against its digest and puts the fingerprint in
 ``provenance["fingerprint"]``.

@@ -13,6 +13,9 @@ preprocessing is the SR-GNN recipe (`hiersrec.data.preprocess`) with every thres
    SR-GNN), or the most recent ``test_fraction`` of sessions;
 6. items reindexed by first appearance in train; test clicks on items unseen in train dropped, then test
    sessions shorter than ``min_session_length``.
+
+`read_clicklog` holds the whole log in memory; `hiersrec.data.ingest.streaming` runs the same recipe on logs
+larger than memory, with the same result.
 """
 
 from __future__ import annotations
