@@ -166,3 +166,23 @@ def test_the_search_ranks_are_the_fused_models_ranks(rule, weight):
     targets[10:30] = partner[10:30, 1:].argmax(dim=1) + 1  # targets the partner scores
     expected = target_ranks(fuse_scores(neural, partner, rule, weight), targets)
     assert torch.equal(FusedRanker(neural, partner, targets).ranks(rule, weight), expected)
+
+
+def test_a_refit_trains_on_all_sessions_for_the_selected_epochs_and_keeps_the_fusion(tiny_shop, tmp_path):
+    from hiersrec.train.run import refit_run, sessions_digest
+
+    data = TrainingData.from_prepared(tiny_shop)
+    config = RunConfig(
+        model=TINY,
+        train=dataclasses.replace(TRAIN, epochs=3, patience=1),
+        fusion=FusionConfig(partner="sr", rules=("logit",), logit_weights=(0.0, 2.0)),
+    )
+    validated, result = fit_run(config, data, tmp_path / "validated")
+    refitted, refit_result = refit_run(tmp_path / "validated", tiny_shop, tmp_path / "refit")
+    assert len(refit_result.history) == result.best_epoch
+    assert refitted.meta["train_sessions_sha256"] == sessions_digest(tiny_shop.train)  # the tail included
+    assert refitted.config.fusion == validated.config.fusion  # the rule and weight chosen on validation
+    loaded = load_artifact(tmp_path / "refit")
+    assert loaded.metrics["refit_of"] == str(tmp_path / "validated") and isinstance(loaded.model, FusedModel)
+    with pytest.raises(ArtifactError, match="not empty"):
+        refit_run(tmp_path / "validated", tiny_shop, tmp_path / "refit")

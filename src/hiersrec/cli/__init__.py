@@ -82,6 +82,7 @@ def _register_commands() -> None:
     app.command(name="fuse")(train.fuse)
     app.command(name="quickstart")(quickstart.quickstart)
     app.command(name="recommend")(recommend.recommend)
+    app.command(name="refit")(train.refit)
     app.command(name="serve")(serve.serve)
     app.command(name="train")(train.train)
 

@@ -18,7 +18,7 @@ from hiersrec.config import load_config
 from hiersrec.data.ingest import open_dataset
 from hiersrec.errors import ConfigError
 from hiersrec.models import MODELS, is_neural
-from hiersrec.train.run import TrainingData, fit_run, fuse_run
+from hiersrec.train.run import TrainingData, fit_run, fuse_run, refit_run
 
 
 def train(
@@ -122,4 +122,19 @@ def fuse(
         return
     valid = "  ".join(f"{name}={100 * value:.2f}" for name, value in metrics["valid"].items())
     typer.echo(f"{out}: {run} + {chosen.partner}, rule {chosen.rule}, weight {chosen.weight:g}; validation {valid}")
+    typer.echo(f"evaluate on test once with: hiersrec evaluate {out} --data {data}")
+
+
+def refit(
+    run: Annotated[Path, typer.Argument(help="A finished neural run (fused or not) whose validation chose an epoch.")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory to create for the refitted model.")],
+    data: Annotated[str, typer.Option(help="The dataset the run was trained on.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Retrain a validated run on all training sessions (validation tail included) for its selected epochs."""
+    artifact, result = refit_run(run, open_dataset(data), out)
+    if as_json:
+        typer.echo(json.dumps({"run": str(out), "refit_of": str(run), "epochs": len(result.history)}))
+        return
+    typer.echo(f"{out}: {run} refitted on all training sessions for {len(result.history)} epochs")
     typer.echo(f"evaluate on test once with: hiersrec evaluate {out} --data {data}")

@@ -338,3 +338,28 @@ def _prepare_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
         raise ArtifactError(f"{run_dir} is not empty; choose a new --out, or continue it with --resume")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / CONFIG, config.to_dict())
+
+
+def refit_run(run_dir: str | Path, dataset: PreparedDataset, out: str | Path) -> tuple[Artifact, TrainResult]:
+    """Retrain the validated neural run ``run_dir`` on all training sessions (validation tail included) into ``out``.
+
+    The configuration is the run's own; the number of epochs is the one its validation selected (the same
+    learning-rate schedule, stopped there); a fused run keeps its chosen rule and weight and refits its
+    partner on all training sessions too, as a tuned baseline is refitted after tuning. Nothing is selected:
+    the refit has no validation split.
+
+    Raises:
+        ArtifactError: ``run_dir`` is not a finished neural run with a selected epoch, or was made from other data.
+    """
+    source = load_artifact(run_dir)
+    best_epoch = source.metrics.get("best_epoch")
+    if not is_neural(source.config.model_name) or not isinstance(best_epoch, int) or best_epoch < 1:
+        raise ArtifactError(f"{run_dir}: a refit needs a neural run whose validation selected an epoch")
+    valid_fraction = source.config.data.valid_fraction
+    if source.meta.get("train_sessions_sha256") != sessions_digest(dataset.validation_split(valid_fraction)[0]):
+        raise ArtifactError(f"{run_dir} was not trained on this dataset's training sessions; give the data it used")
+    data = TrainingData.for_refit(dataset, valid_fraction)
+    artifact, result = fit_run(source.config, data, out, stop_after=best_epoch)
+    artifact.metrics.update({"refit_of": str(run_dir), "selected_on_validation": source.metrics})
+    write_json_atomic(Path(out) / "metrics.json", artifact.metrics)
+    return artifact, result
