@@ -165,7 +165,14 @@ def test_the_search_ranks_are_the_fused_models_ranks(rule, weight):
     targets = torch.randint(1, 500, (64,), generator=generator)
     targets[10:30] = partner[10:30, 1:].argmax(dim=1) + 1  # targets the partner scores
     expected = target_ranks(fuse_scores(neural, partner, rule, weight), targets)
-    assert torch.equal(FusedRanker(neural, partner, targets).ranks(rule, weight), expected)
+    ranks = FusedRanker(neural, partner, targets).ranks(rule, weight)
+    assert torch.equal(ranks, expected)
+    # Every rank is at least 1 even for a batch width where vector and scalar code paths round differently.
+    wide = torch.randn(37, 4099, generator=generator)
+    wide[:, 0] = float("-inf")
+    evidence = torch.rand(37, 4099, generator=generator) * (torch.rand(37, 4099, generator=generator) > 0.7)
+    wide_targets = evidence[:, 1:].argmax(dim=1) + 1
+    assert (FusedRanker(wide, evidence, wide_targets).ranks(rule, weight) >= 1).all()
 
 
 def test_a_refit_trains_on_all_sessions_for_the_selected_epochs_and_keeps_the_fusion(tiny_shop, tmp_path):

@@ -143,6 +143,7 @@ class FusedRanker:
             "logit": scaled.gather(1, self._targets),
         }
         self._target_without = without.gather(1, self._targets)
+        self._is_target = columns == targets[rows]
 
     def ranks(self, rule: str, weight: float) -> torch.Tensor:
         """(B,) float32 pessimistic ranks of the targets under ``rule`` and ``weight``."""
@@ -153,9 +154,13 @@ class FusedRanker:
         sorted_base = self._sorted[rule]
         without = sorted_base.shape[1] - torch.searchsorted(sorted_base, threshold.contiguous(), side="left").squeeze(1)
         scored = _combine(rule, weight, self._base[rule], self._evidence[rule])
-        beaten = (scored >= target.squeeze(1)[self._rows]).float()
+        # The target counts itself once, not through a comparison with its own score computed a second time
+        # (the two computations may round differently).
+        beaten = ((scored >= target.squeeze(1)[self._rows]) & ~self._is_target).float()
         with_evidence = torch.zeros(self._n_rows).index_add_(0, self._rows, beaten)
-        return without.float() + with_evidence
+        ranks = without.float() + with_evidence + (~self._target_without.squeeze(1)).float()
+        assert bool((ranks >= 1).all()), "a target must count itself"
+        return ranks
 
 
 def _combine(rule: str, weight: float, base: torch.Tensor, evidence: torch.Tensor) -> torch.Tensor:
