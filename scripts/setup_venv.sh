@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create (or reuse) the virtual environment .venv and install hiersrec into it with the given extras.
 # torch is installed first and pinned: an unpinned torch pulled in by another package would fetch a CUDA build.
-# Usage: bash scripts/setup_venv.sh EXTRAS   (e.g. "serve" or "test,serve"; "" for none)
+# Usage: bash scripts/setup_venv.sh EXTRAS   (e.g. "serve" or "test,serve,faiss,search"; "" for none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"

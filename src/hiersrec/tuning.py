@@ -51,6 +51,11 @@ class TuningResult:
     n_fit_sessions: int = 0
     n_valid_sessions: int = 0
 
+    @property
+    def best_metrics(self) -> dict[str, float]:
+        """All validation metrics of the best trial."""
+        return next(row["metrics"] for row in self.trials if row["params"] == self.best_params)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""
         return asdict(self)
@@ -100,35 +105,19 @@ def tune_baseline(
     """
     if n_trials < 1:
         raise ConfigError(f"n_trials must be >= 1, got {n_trials}")
-    ks = _metric_cutoffs(metric)
+    _metric_cutoffs(metric)  # an unknown metric fails before anything is fitted
     space = dict(search_space(name) if space is None else space)
     make_baseline(name, **{key: values[0] for key, values in space.items() if values})  # unknown keys fail here
     head, tail = (train, valid) if valid is not None else train.split_tail(valid_fraction)
     if max_valid_sessions is not None:
         tail = tail.subset(np.arange(min(max_valid_sessions, tail.n_sessions)))
-    # Trial 0 is the defaults, with the values the space holds fixed (a single choice) put in.
-    base = {**default_params(name), **{key: values[0] for key, values in space.items() if len(values) == 1}}
-    candidates = _draw_configurations(space, base, n_trials, np.random.default_rng(seed))
+    candidates = _draw_configurations(space, trial_zero(name, space), n_trials, np.random.default_rng(seed))
 
     trials: list[dict[str, Any]] = []
     for number, params in enumerate(progress(candidates, desc=f"tune {name}", disable=not show_progress)):
-        started = time.perf_counter()
-        model = make_baseline(name, **params).fit(head, catalog)
-        fitted = time.perf_counter()
-        report = evaluate(model, tail, catalog, ks=ks, batch_size=batch_size, protocol=protocol)
-        if metric not in report.metrics:
-            raise ConfigError(f"baseline {name!r} does not report {metric!r}; it reports {sorted(report.metrics)}")
-        trials.append(
-            {
-                "trial": number,
-                "params": params,
-                "metric": report.metrics[metric],
-                "metrics": report.metrics,
-                "fit_seconds": fitted - started,
-                "eval_seconds": report.seconds,
-            }
-        )
-        logger.info("%s trial %d %s: %s = %.4f", name, number, params, metric, report.metrics[metric])
+        row = score_baseline(name, params, head, tail, catalog, metric=metric, protocol=protocol, batch_size=batch_size)
+        trials.append({"trial": number, **row})
+        logger.info("%s trial %d %s: %s = %.4f", name, number, params, metric, row["metric"])
     best = max(trials, key=lambda row: row["metric"])  # the first of equals: the defaults win ties
     return TuningResult(
         name=name,
@@ -139,6 +128,65 @@ def tune_baseline(
         n_fit_sessions=head.n_sessions,
         n_valid_sessions=tail.n_sessions,
     )
+
+
+def trial_zero(name: str, space: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
+    """The first configuration of a search: the defaults of ``name``, with the values ``space`` fixes put in.
+
+    A hyperparameter whose space holds a single value is fixed to it (`tune_and_fit` fixes the configured
+    values this way).
+    """
+    return {**default_params(name), **{key: values[0] for key, values in space.items() if len(values) == 1}}
+
+
+def selection_metric(name: str) -> str:
+    """The validation metric a search maximises for fitted model ``name``: ``cat_acc@1`` for category-only models."""
+    return "mrr@20" if hasattr(baseline_class(name), "score") else "cat_acc@1"
+
+
+def score_baseline(
+    name: str,
+    params: Mapping[str, Any],
+    head: SessionData,
+    tail: SessionData,
+    catalog: ItemCatalog,
+    *,
+    metric: str = "mrr@20",
+    protocol: str = "all_prefixes",
+    batch_size: int = 512,
+) -> dict[str, Any]:
+    """One trial of a search: fit baseline ``name`` with ``params`` on ``head``, score it on ``tail``.
+
+    Args:
+        name: a key of `hiersrec.models.BASELINES`.
+        params: its hyperparameters (the others keep their defaults).
+        head: the sessions to fit on (never the test split).
+        tail: the validation sessions.
+        catalog: item attributes.
+        metric: the metric to read, ``"<hr|mrr|ndcg>@k"`` or ``"cat_acc@<1|5>"``.
+        protocol: the validation cases, ``"all_prefixes"`` or ``"last_item"``.
+        batch_size: prefixes scored at once.
+
+    Returns:
+        ``params``, the ``metric`` value, all validation ``metrics``, ``fit_seconds`` and ``eval_seconds``.
+
+    Raises:
+        ConfigError: an unknown metric, or one the model does not report.
+    """
+    ks = _metric_cutoffs(metric)
+    started = time.perf_counter()
+    model = make_baseline(name, **params).fit(head, catalog)
+    fitted = time.perf_counter()
+    report = evaluate(model, tail, catalog, ks=ks, batch_size=batch_size, protocol=protocol)
+    if metric not in report.metrics:
+        raise ConfigError(f"baseline {name!r} does not report {metric!r}; it reports {sorted(report.metrics)}")
+    return {
+        "params": dict(params),
+        "metric": report.metrics[metric],
+        "metrics": report.metrics,
+        "fit_seconds": fitted - started,
+        "eval_seconds": report.seconds,
+    }
 
 
 def _metric_cutoffs(metric: str) -> tuple[int, ...]:
@@ -205,7 +253,6 @@ def tune_and_fit(
     tuning = None
     if tune_trials:
         space = {**search_space(name), **{key: [value] for key, value in params.items()}}
-        metric = "mrr@20" if hasattr(baseline_class(name), "score") else "cat_acc@1"
         tuning = tune_baseline(
             name,
             train,
@@ -215,7 +262,7 @@ def tune_and_fit(
             valid_fraction=valid_fraction,
             valid=valid,
             protocol=protocol,
-            metric=metric,
+            metric=selection_metric(name),
             show_progress=show_progress,
         )
         params = tuning.best_params

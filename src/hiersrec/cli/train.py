@@ -1,24 +1,35 @@
 """``hiersrec train``: train or fit any registered model into a run directory (presets, TOML, typed overrides).
 
 A neural model (HierSRec) is trained with early stopping on the validation split; a fitted model (VSTAN,
-the kNN family, rules, popularity) is fitted on all training sessions, optionally after ``--tune-trials``
-random-search trials on the validation tail. The run directory is then evaluated, recommended from and
+the kNN family, rules, popularity) is fitted on all training sessions. Either can first be searched with
+``--tune-trials N`` trials on the validation split: random search (fitted models, the default) or
+``--search optuna`` (every model; resumable). The run directory is then evaluated, recommended from and
 served the same way whatever the model.
 """
 
 from __future__ import annotations
 
+import enum
 import json
+import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from hiersrec.config import load_config
+from hiersrec.config import load_config, parse_assignment, preset_path
 from hiersrec.data.ingest import open_dataset
 from hiersrec.errors import ConfigError
 from hiersrec.models import MODELS, is_neural
 from hiersrec.train.run import TrainingData, fit_run, fuse_run, refit_run
+
+
+class SearchMethod(enum.StrEnum):
+    """How ``--tune-trials`` searches hyperparameters."""
+
+    random = "random"  # fitted models, no extra dependency (hiersrec.tuning)
+    optuna = "optuna"  # every model: TPE, pruning, a study that resumes (hiersrec.search)
 
 
 def train(
@@ -46,14 +57,32 @@ def train(
         typer.Option("--set", help="Override, e.g. train.lr=3e-4, model.d_model=128 or model.k=200; repeatable."),
     ] = None,
     tune_trials: Annotated[
-        int, typer.Option(min=0, help="Fitted models: random-search trials on the validation tail before fitting.")
+        int,
+        typer.Option(
+            min=0,
+            help="Hyperparameter-search trials on the validation split before the final fit or training, "
+            "the configured run being trial 0; values the config or --set gives are held fixed.",
+        ),
     ] = 0,
+    search: Annotated[
+        SearchMethod,
+        typer.Option(
+            case_sensitive=False,
+            help="Search of --tune-trials: 'random' (fitted models only) or 'optuna' (every model: seeded TPE, "
+            "neural trials pruned by epoch; needs pip install 'hiersrec[search]'). An interrupted optuna search "
+            "continues when the same command is run again (its study is --out/study.db).",
+        ),
+    ] = SearchMethod.random,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run in --out (with its saved configuration).")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Train or fit a model on DATA's training sessions; selection on its validation split (never test)."""
+    if search is SearchMethod.optuna and not tune_trials:
+        raise ConfigError("--search optuna needs a budget: add --tune-trials N")
+    if search is SearchMethod.optuna and resume:
+        raise ConfigError("an optuna search continues when its command is run again, without --resume")
     if resume and config is None and preset is None:
         config = out / "config.json"  # continue the run with the configuration it was started with
     # All configuration errors come before any data is read.
@@ -63,13 +92,20 @@ def train(
         raise ConfigError("no dataset: pass --data (a prepared folder, an SR-GNN folder or 'synthetic')")
     if as_json and run_config.train.show_progress:
         run_config = load_config(config, [*(overrides or []), "train.show_progress=false"], preset=preset, model=model)
-    if tune_trials and is_neural(run_config.model_name):
+    if tune_trials and search is SearchMethod.random and is_neural(run_config.model_name):
         raise ConfigError(
-            f"--tune-trials is for fitted models; {run_config.model_name!r} is selected by early stopping"
+            f"random search is for fitted models; search the neural {run_config.model_name!r} with --search optuna"
         )
     training_data = TrainingData.from_prepared(open_dataset(source), run_config.data.valid_fraction)
     artifact, _ = fit_run(
-        run_config, training_data, out, resume=resume, tune_trials=tune_trials, show_progress=not as_json
+        run_config,
+        training_data,
+        out,
+        resume=resume,
+        tune_trials=tune_trials,
+        search=search.value,
+        fixed=_configured_keys(config, preset, overrides or []),
+        show_progress=not as_json,
     )
     summary = {
         "run": str(out),
@@ -83,13 +119,25 @@ def train(
         return
     valid = artifact.metrics.get("valid") or {}
     metrics = "  ".join(f"{name}={100 * value:.2f}" for name, value in valid.items())
+    tuned = f"{search.value} search over {len(artifact.metrics['tuning']['trials'])} trials" if tune_trials else ""
     if is_neural(run_config.model_name):
         epochs = f"best epoch {artifact.metrics['best_epoch']} of {artifact.metrics['epochs_run']}"
-        typer.echo(f"{out}: {run_config.model_name}, {epochs}; validation {metrics}")
+        typer.echo(f"{out}: {run_config.model_name}, {tuned + ', ' if tuned else ''}{epochs}; validation {metrics}")
     else:
-        tuned = f"tuned over {tune_trials} trials (validation {metrics}), " if tune_trials else ""
+        tuned = f"{tuned} (validation {metrics}), " if tuned else ""
         typer.echo(f"{out}: {run_config.model_name} {tuned}fitted on all training sessions")
     typer.echo(f"evaluate on test once with: hiersrec evaluate {out} --data {source}")
+
+
+def _configured_keys(config: Path | None, preset: str | None, overrides: Sequence[str]) -> set[str]:
+    """``section.key`` of every value the run file, preset or ``--set`` gives: a search holds these fixed."""
+    keys = {".".join(parse_assignment(assignment, "SECTION.KEY=VALUE")[:2]) for assignment in overrides}
+    path = preset_path(preset) if preset is not None else config
+    if path is not None:  # load_config has read and checked it already
+        text = path.read_text()
+        tables = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        keys |= {f"{section}.{key}" for section, table in tables.items() if isinstance(table, dict) for key in table}
+    return keys
 
 
 def fuse(

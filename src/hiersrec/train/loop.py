@@ -80,7 +80,8 @@ def train(
         valid_protocol: validation cases: ``"all_prefixes"`` or ``"last_item"`` (leave-one-out data).
         stop_after: stop after this many epochs of the ``cfg.epochs`` schedule (a refit for the number of
             epochs chosen on validation); None runs them all.
-        on_epoch_end: called with each epoch's record after its checkpoint is written.
+        on_epoch_end: called with each epoch's record after its checkpoint is written; an exception it raises
+            stops training there (`hiersrec.search` prunes a trial this way).
 
     Raises:
         TrainingDivergedError: the loss became NaN or infinite.

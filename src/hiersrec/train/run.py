@@ -6,7 +6,9 @@ split, so no code path of training or model selection can read test sessions.
 
 A neural model is trained by the training loop with early stopping on the validation sessions. A fitted
 model is fitted in closed form on all training sessions (as ``hiersrec evaluate --model`` fits it), after an
-optional random search of its hyperparameters on the validation tail (`hiersrec.tuning`).
+optional random search of its hyperparameters on the validation tail (`hiersrec.tuning`). Any model can
+first be searched with Optuna (`hiersrec.search`); its study is kept in the run directory, so running the
+same search again continues it, and the best configuration is then trained or fitted as above.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import dataclasses
 import hashlib
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,10 +35,13 @@ from hiersrec.errors import ArtifactError, ConfigError
 from hiersrec.files import claim_target, write_json_atomic
 from hiersrec.models import is_neural, make_model
 from hiersrec.provenance import provenance
+from hiersrec.search import STUDY, SearchResult, search_hyperparameters
 from hiersrec.train.checkpoint import CHECKPOINT, CURVE, plot_curve, write_log
 from hiersrec.train.fusion import attach_partner
 from hiersrec.train.loop import TrainResult, resolve_device, train
 from hiersrec.tuning import TuningResult, tune_and_fit
+
+SEARCHES = ("random", "optuna")
 
 logger = logging.getLogger(__name__)
 
@@ -128,8 +134,10 @@ def fit_run(
     resume: bool = False,
     stop_after: int | None = None,
     tune_trials: int = 0,
+    search: str = "random",
+    fixed: Collection[str] = (),
     show_progress: bool = False,
-) -> tuple[Artifact, TrainResult | TuningResult | None]:
+) -> tuple[Artifact, TrainResult | TuningResult | SearchResult | None]:
     """Build the configured model, train or fit it on ``data`` and write the run directory.
 
     Args:
@@ -139,38 +147,87 @@ def fit_run(
         resume: continue an interrupted training in ``run_dir`` (its saved config must match ``config``).
         stop_after: neural models: stop after this many epochs of the configured schedule (with
             `TrainingData.for_refit`: the number of epochs chosen on validation).
-        tune_trials: fitted models: random-search trials on the validation tail before the final fit
-            (0: fit the configured hyperparameters as they are).
-        show_progress: fitted models: a progress bar over the tuning trials.
+        tune_trials: trials of the hyperparameter search on the validation split before the final training
+            or fit (0: the configured hyperparameters as they are); trial 0 is the configured run.
+        search: ``"random"`` (fitted models only, `hiersrec.tuning`) or ``"optuna"`` (every model,
+            `hiersrec.search`; its study ``study.db`` in ``run_dir`` is continued when the run is started again).
+        fixed: with ``"optuna"``: hyperparameters (``"section.field"``) the configuration sets, held fixed by
+            the search (`search_hyperparameters`).
+        show_progress: a progress bar over the search trials.
 
     Returns:
-        The saved `Artifact`, and the `TrainResult` (neural), the `TuningResult` (fitted and tuned) or None.
+        The saved `Artifact`, and the `TrainResult` (neural), the `TuningResult` or `SearchResult` (fitted and
+        searched) or None. A search's trials are recorded in ``metrics["tuning"]``.
 
     Raises:
         ArtifactError: ``run_dir`` holds another run (without ``resume``) or nothing to resume, or another
             process is writing it (`hiersrec.files.TargetBusyError`).
-        ConfigError: the configuration does not fit the data, or differs from the run being resumed.
+        ConfigError: the configuration does not fit the data, or differs from the run being resumed; a random
+            search of a neural model; ``run_dir`` holds a search that ``search`` does not continue.
     """
     if not isinstance(data, TrainingData):
         raise TypeError("fit_run takes TrainingData (train + validation only); use TrainingData.from_prepared")
     # One writer per run directory: a second training into the same --out is refused while this one runs.
     with claim_target(run_dir):
-        return _fit(config, data, Path(run_dir), resume, stop_after, tune_trials, show_progress)
+        return _fit(config, data, Path(run_dir), resume, stop_after, tune_trials, search, fixed, show_progress)
 
 
-def _fit(config, data, run_dir, resume, stop_after, tune_trials, show_progress):
+def _fit(config, data, run_dir, resume, stop_after, tune_trials, search, fixed, show_progress):
+    if search not in SEARCHES:
+        raise ConfigError(f"unknown search {search!r}; choose one of {list(SEARCHES)}")
+    searching = search == "optuna" and tune_trials > 0
+    if (run_dir / STUDY).is_file() and not searching:
+        raise ConfigError(
+            f"{run_dir} holds a hyperparameter search ({STUDY}); continue it with the command that started it "
+            "(--search optuna --tune-trials N), or choose a new --out"
+        )
     if is_neural(config.model_name):
-        if tune_trials:
-            raise ConfigError("tuning trials are for fitted models; a neural model is selected by early stopping")
+        if tune_trials and not searching:
+            raise ConfigError(
+                f"random search is for fitted models; search the neural {config.model_name!r} with --search optuna"
+            )
+        if searching:
+            return _search_neural(config, data, run_dir, resume, stop_after, tune_trials, fixed, show_progress)
         return _train_neural(config, data, run_dir, resume, stop_after)
     if resume:
         raise ConfigError(f"model {config.model_name!r} is fitted in one go: there is nothing to resume")
-    return _fit_closed_form(config, data, run_dir, tune_trials, show_progress)
+    if not searching:
+        return _fit_closed_form(config, data, run_dir, tune_trials, show_progress)
+    _prepare_run_dir(run_dir, config, resume=False)  # before the search: a run directory in use fails first
+    searched = _search(config, data, run_dir, tune_trials, fixed, show_progress)
+    return _fit_closed_form(searched.best_config, data, run_dir, 0, show_progress, searched)
+
+
+def _search(config, data, run_dir, tune_trials, fixed, show_progress) -> SearchResult:
+    if data.valid is None:
+        raise ConfigError("a hyperparameter search needs validation sessions; use TrainingData.from_prepared")
+    # Trials fit on data.train and score on data.valid: for fitted models the head and tail random search uses.
+    return search_hyperparameters(
+        config, data.train, data.valid, data.catalog,
+        storage=run_dir / STUDY, n_trials=tune_trials, protocol=data.protocol, fixed=fixed,
+        identity=_outcome_fields(config).to_dict(), show_progress=show_progress,
+    )  # fmt: skip
+
+
+def _search_neural(config, data, run_dir, resume, stop_after, tune_trials, fixed, show_progress):
+    if resume:
+        raise ConfigError("a search continues when its command is run again, without --resume")
+    # An interrupted final training (its checkpoint is there) continues once the finished study is read back.
+    final_started = (run_dir / CHECKPOINT).is_file()
+    if not final_started:
+        _prepare_run_dir(run_dir, config, resume=False)
+    searched = _search(config, data, run_dir, tune_trials, fixed, show_progress)
+    return _train_neural(searched.best_config, data, run_dir, final_started, stop_after, searched)
 
 
 def _fit_closed_form(
-    config: RunConfig, data: TrainingData, run_dir: Path, tune_trials: int, show_progress: bool
-) -> tuple[Artifact, TuningResult | None]:
+    config: RunConfig,
+    data: TrainingData,
+    run_dir: Path,
+    tune_trials: int,
+    show_progress: bool,
+    searched: SearchResult | None = None,
+) -> tuple[Artifact, TuningResult | SearchResult | None]:
     name, params = config.model_name, config.model_params
     _prepare_run_dir(run_dir, config, resume=False)
     fit_sessions = data.all_train if data.all_train is not None else data.train
@@ -187,10 +244,10 @@ def _fit_closed_form(
         protocol=data.protocol,
         show_progress=show_progress,
     )
-    model, tuning, fit_seconds = fitted.model, fitted.tuning, fitted.fit_seconds
+    model, tuning, fit_seconds = fitted.model, fitted.tuning or searched, fitted.fit_seconds
     config = dataclasses.replace(config, model=FittedModelConfig(name=name, params=fitted.params))
     metrics = {
-        "valid": {} if tuning is None else tuning.trials[_best_trial(tuning)]["metrics"],
+        "valid": {} if tuning is None else tuning.best_metrics,
         "fit_seconds": fit_seconds,
         "tuning": None if tuning is None else tuning.to_dict(),
     }
@@ -206,12 +263,13 @@ def _fit_closed_form(
     return Artifact(model, data.vocab, data.catalog, config, meta, metrics, popularity), tuning
 
 
-def _best_trial(tuning: TuningResult) -> int:
-    return next(i for i, trial in enumerate(tuning.trials) if trial["params"] == tuning.best_params)
-
-
 def _train_neural(
-    config: RunConfig, data: TrainingData, run_dir: Path, resume: bool, stop_after: int | None
+    config: RunConfig,
+    data: TrainingData,
+    run_dir: Path,
+    resume: bool,
+    stop_after: int | None,
+    searched: SearchResult | None = None,
 ) -> tuple[Artifact, TrainResult]:
     torch.manual_seed(config.train.seed)  # initial weights
     text_cache = config.data.text_cache_dir or None
@@ -234,6 +292,8 @@ def _train_neural(
         "stop_after": stop_after,
         "mean_epoch_seconds": float(np.mean(epoch_seconds)),
     }
+    if searched is not None:
+        metrics["tuning"] = searched.to_dict()
     meta = {
         **_run_meta(config, data, data.train),
         "device": str(resolve_device(config.train.device)),
@@ -333,8 +393,9 @@ def _prepare_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise ArtifactError(f"{run_dir}: is a file, not a run directory; choose another --out")
     # A start that failed before its first checkpoint leaves config.json alone: nothing to keep, start over.
+    # A search's study (and SQLite's journal beside it) stays: the run continues it.
     left = {path.name for path in run_dir.iterdir()} if run_dir.exists() else set()
-    if left and left != {CONFIG}:
+    if {name for name in left if not name.startswith(STUDY)} - {CONFIG}:
         raise ArtifactError(f"{run_dir} is not empty; choose a new --out, or continue it with --resume")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / CONFIG, config.to_dict())
