@@ -13,6 +13,10 @@ Steps, all choices on the validation tail:
    (`hiersrec.eval.significance.compare`: bootstrap 99% intervals and Wilcoxon signed-rank).
 
     python benchmarks/fusion.py --data prepared/diginetica --runs runs/dgn-full runs/dgn-seed1 runs/dgn-seed2
+
+With ``--refits`` (one ``hiersrec refit`` of each chosen fused run), their test figures and paired tests are added:
+the refit on all training sessions is the final form of the model, decided by protocol (tuned baselines are
+refitted the same way), not by its test figures.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--partner", action="append", default=None, help="partner (repeatable; default vstan, sr)")
     parser.add_argument("--partner-params", action="append", default=[], help="NAME:key=value,... (default: TUNED)")
     parser.add_argument("--rules", default="probability,logit")
+    parser.add_argument("--refits", nargs="*", type=Path, default=[], help="refits of the first runs' fused runs")
     parser.add_argument("--baseline", default="vstan", help="the tuned baseline to beat (its TUNED parameters)")
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "fusion")
     parser.add_argument("--bootstrap", type=int, default=2000)
@@ -154,6 +159,17 @@ def main(argv: list[str] | None = None) -> None:
             "fused_minus_neural": compare(fused_ranks, neural_ranks, n_boot=args.bootstrap),
             "neural_minus_baseline": compare(neural_ranks, baseline_ranks, n_boot=args.bootstrap),
         })  # fmt: skip
+    if len(args.refits) > len(args.runs):
+        raise SystemExit("--refits: at most one refit per --runs entry, in the same order")
+    for row, comp, refit in zip(test_rows[: len(args.refits)], comparisons, args.refits, strict=False):
+        refitted = load_artifact(refit)
+        if refitted.metrics.get("refit_of") != str(fused[final][row["run"]]):
+            raise SystemExit(f"{refit} is not the refit of {fused[final][row['run']]}")
+        refit_ranks = test_ranks(refit.name, refitted.model, dataset, refitted.max_len, args.work)
+        row["refit"] = summary(refit_ranks)
+        fused_ranks = np.load(args.work / f"ranks-{row['run']}+{final}.npy")
+        comp["refit_minus_baseline"] = compare(refit_ranks, baseline_ranks, n_boot=args.bootstrap)
+        comp["refit_minus_fused"] = compare(refit_ranks, fused_ranks, n_boot=args.bootstrap)
     payload = {
         "dataset": dataset.name,
         "partners": partners,
@@ -201,6 +217,12 @@ def render(payload: dict[str, Any], args: argparse.Namespace) -> str:
         f"{mean_std([r['neural'] for r in payload['test']], 'mrr@20')} |",
         f"| fused with {payload['final_partner']} | {mean_std([r['fused'] for r in payload['test']], 'hr@20')} | "
         f"{mean_std([r['fused'] for r in payload['test']], 'mrr@20')} |",
+    ]
+    refits = [r["refit"] for r in payload["test"] if "refit" in r]
+    if refits:
+        label = f"fused, refitted on all training sessions ({len(refits)} seeds)"
+        lines.append(f"| {label} | {mean_std(refits, 'hr@20')} | {mean_std(refits, 'mrr@20')} |")
+    lines += [
         "",
         "Paired tests per seed (A - B over the test cases; 99% bootstrap intervals; Wilcoxon on reciprocal rank):",
         "",
@@ -209,7 +231,10 @@ def render(payload: dict[str, Any], args: argparse.Namespace) -> str:
         "|---|---|---|---:|---:|---:|---|",
     ]
     for row, comp in zip(payload["test"], payload["comparisons"], strict=True):
-        for key in ("fused_minus_baseline", "fused_minus_neural", "neural_minus_baseline"):
+        keys = ["fused_minus_baseline", "fused_minus_neural", "neural_minus_baseline"]
+        for key in [*keys, "refit_minus_baseline", "refit_minus_fused"]:
+            if key not in comp:
+                continue
             c = comp[key]
             cells = " | ".join(
                 f"{100 * c[m]['difference']:+.2f} ({100 * c[m]['ci'][0]:+.2f}, {100 * c[m]['ci'][1]:+.2f})"
