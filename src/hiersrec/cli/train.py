@@ -5,12 +5,16 @@ the kNN family, rules, popularity) is fitted on all training sessions. Either ca
 ``--tune-trials N`` trials on the validation split: random search (fitted models, the default) or
 ``--search optuna`` (every model; resumable). The run directory is then evaluated, recommended from and
 served the same way whatever the model.
+
+A neural model trains in several processes with ``--nproc N`` (this machine) or under ``torchrun``
+(several machines): data-parallel, rank 0 writing the run directory (`hiersrec.train.distributed`).
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import sys
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +26,8 @@ from hiersrec.config import load_config, parse_assignment, preset_path
 from hiersrec.data.ingest import open_dataset
 from hiersrec.errors import ConfigError
 from hiersrec.models import MODELS, is_neural
+from hiersrec.train import distributed
+from hiersrec.train.loop import resolve_device
 from hiersrec.train.run import TrainingData, fit_run, fuse_run, refit_run
 
 
@@ -74,8 +80,20 @@ def train(
         ),
     ] = SearchMethod.random,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue an interrupted run in --out (with its saved configuration).")
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted run in --out (with its saved configuration), with any --nproc.",
+        ),
     ] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Train a neural model in N data-parallel processes on this machine (torchrun --standalone; "
+            "gloo on CPU, one GPU each with NCCL). Each step takes one batch of train.batch_targets per process.",
+        ),
+    ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Train or fit a model on DATA's training sessions; selection on its validation split (never test)."""
@@ -96,17 +114,26 @@ def train(
         raise ConfigError(
             f"random search is for fitted models; search the neural {run_config.model_name!r} with --search optuna"
         )
-    training_data = TrainingData.from_prepared(open_dataset(source), run_config.data.valid_fraction)
-    artifact, _ = fit_run(
-        run_config,
-        training_data,
-        out,
-        resume=resume,
-        tune_trials=tune_trials,
-        search=search.value,
-        fixed=_configured_keys(config, preset, overrides or []),
-        show_progress=not as_json,
-    )
+    launched = distributed.launched_world_size()
+    if nproc > 1 and launched > 1:
+        raise ConfigError("--nproc starts torchrun itself; under torchrun give --nproc_per_node to torchrun instead")
+    distributed.check_data_parallel(is_neural(run_config.model_name), bool(tune_trials), max(nproc, launched))
+    if nproc > 1:  # the same command in N processes; each finds its rank in the environment torchrun sets
+        raise typer.Exit(distributed.launch_local(nproc, _without_option(sys.argv[1:], "--nproc")))
+    with distributed.process_group(resolve_device(run_config.train.device)) as world:
+        training_data = TrainingData.from_prepared(open_dataset(source), run_config.data.valid_fraction)
+        artifact, _ = fit_run(
+            run_config,
+            training_data,
+            out,
+            resume=resume,
+            tune_trials=tune_trials,
+            search=search.value,
+            fixed=_configured_keys(config, preset, overrides or []),
+            show_progress=not as_json,
+        )
+    if not world.is_main:  # rank 0 reports the run
+        return
     summary = {
         "run": str(out),
         "model": run_config.model_name,
@@ -127,6 +154,19 @@ def train(
         tuned = f"{tuned} (validation {metrics}), " if tuned else ""
         typer.echo(f"{out}: {run_config.model_name} {tuned}fitted on all training sessions")
     typer.echo(f"evaluate on test once with: hiersrec evaluate {out} --data {source}")
+
+
+def _without_option(args: Sequence[str], name: str) -> list[str]:
+    """``args`` without the option ``name`` and its value (``NAME VALUE`` or ``NAME=VALUE``)."""
+    kept, skip_value = [], False
+    for arg in args:
+        if skip_value:
+            skip_value = False
+        elif arg == name:
+            skip_value = True
+        elif not arg.startswith(f"{name}="):
+            kept.append(arg)
+    return kept
 
 
 def _configured_keys(config: Path | None, preset: str | None, overrides: Sequence[str]) -> set[str]:

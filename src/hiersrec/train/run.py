@@ -9,6 +9,10 @@ model is fitted in closed form on all training sessions (as ``hiersrec evaluate 
 optional random search of its hyperparameters on the validation tail (`hiersrec.tuning`). Any model can
 first be searched with Optuna (`hiersrec.search`); its study is kept in the run directory, so running the
 same search again continues it, and the best configuration is then trained or fitted as above.
+
+A neural model can be trained by several processes under torchrun (`hiersrec.train.distributed`): every
+rank trains, rank 0 alone claims and writes the run directory (and fuses a partner); the other ranks
+return the trained model without writing anything.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Collection
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +41,7 @@ from hiersrec.files import claim_target, write_json_atomic
 from hiersrec.models import is_neural, make_model
 from hiersrec.provenance import provenance
 from hiersrec.search import STUDY, SearchResult, search_hyperparameters
+from hiersrec.train import distributed
 from hiersrec.train.checkpoint import CHECKPOINT, CURVE, plot_curve, write_log
 from hiersrec.train.fusion import attach_partner
 from hiersrec.train.loop import TrainResult, resolve_device, train
@@ -163,12 +169,19 @@ def fit_run(
         ArtifactError: ``run_dir`` holds another run (without ``resume``) or nothing to resume, or another
             process is writing it (`hiersrec.files.TargetBusyError`).
         ConfigError: the configuration does not fit the data, or differs from the run being resumed; a random
-            search of a neural model; ``run_dir`` holds a search that ``search`` does not continue.
+            search of a neural model; ``run_dir`` holds a search that ``search`` does not continue; several
+            processes (torchrun) for a fitted model or a search.
     """
     if not isinstance(data, TrainingData):
         raise TypeError("fit_run takes TrainingData (train + validation only); use TrainingData.from_prepared")
     # One writer per run directory: a second training into the same --out is refused while this one runs.
-    with claim_target(run_dir):
+    # Under torchrun rank 0 is that writer; the others learn from run_on_main whether it got the claim.
+    with ExitStack() as claim:
+
+        def claim_run_dir() -> None:
+            claim.enter_context(claim_target(run_dir))
+
+        distributed.run_on_main(claim_run_dir)
         return _fit(config, data, Path(run_dir), resume, stop_after, tune_trials, search, fixed, show_progress)
 
 
@@ -176,6 +189,7 @@ def _fit(config, data, run_dir, resume, stop_after, tune_trials, search, fixed, 
     if search not in SEARCHES:
         raise ConfigError(f"unknown search {search!r}; choose one of {list(SEARCHES)}")
     searching = search == "optuna" and tune_trials > 0
+    distributed.check_data_parallel(is_neural(config.model_name), searching, distributed.world().size)
     if (run_dir / STUDY).is_file() and not searching:
         raise ConfigError(
             f"{run_dir} holds a hyperparameter search ({STUDY}); continue it with the command that started it "
@@ -275,7 +289,7 @@ def _train_neural(
     text_cache = config.data.text_cache_dir or None
     model = make_model(config.model_name, config.model_params, data.catalog, text_cache_dir=text_cache)
     config = dataclasses.replace(config, model=model.config)  # with the sizes of the data
-    _prepare_run_dir(run_dir, config, resume)
+    distributed.run_on_main(lambda: _prepare_run_dir(run_dir, config, resume))
     started = time.time()
     result = train(
         model, data.train, data.valid, data.catalog, config.train,
@@ -297,11 +311,14 @@ def _train_neural(
     meta = {
         **_run_meta(config, data, data.train),
         "device": str(resolve_device(config.train.device)),
+        "processes": distributed.world().size,  # data-parallel training processes (torchrun)
         "seed": config.train.seed,
         "resumed": resume,
         "wall_seconds_this_process": time.time() - started,
     }
     popularity = data.train.item_counts(data.catalog.n_items)
+    if not distributed.world().is_main:  # rank 0 writes the run (and fuses); nothing to wait for here
+        return Artifact(model, data.vocab, data.catalog, config, meta, metrics, popularity), result
     write_log(run_dir, result.history)
     plot_curve(run_dir / CURVE, result.history)
     if config.fusion.enabled:
