@@ -119,6 +119,9 @@ def train(
         raise ConfigError("--nproc starts torchrun itself; under torchrun give --nproc_per_node to torchrun instead")
     distributed.check_data_parallel(is_neural(run_config.model_name), bool(tune_trials), max(nproc, launched))
     if nproc > 1:  # the same command in N processes; each finds its rank in the environment torchrun sets
+        if not any(arg == "--nproc" or arg.startswith("--nproc=") for arg in sys.argv[1:]):
+            # Called as a function (main(argv)): this process's command line is not the one to start again.
+            raise ConfigError("--nproc starts this process's command line again: run it from a shell, or use torchrun")
         raise typer.Exit(distributed.launch_local(nproc, _without_option(sys.argv[1:], "--nproc")))
     with distributed.process_group(resolve_device(run_config.train.device)) as world:
         training_data = TrainingData.from_prepared(open_dataset(source), run_config.data.valid_fraction)
