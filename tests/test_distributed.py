@@ -122,7 +122,7 @@ def _resumed_run(run_dir: str) -> dict:
     return {"written": written, "history": result.history, "valid": artifact.metrics["valid"]}
 
 
-def _rank_main(rank: int, port: int, out_dir: str, run_dir: str) -> None:
+def _rank_main(rank: int, port: int, out_dir: str, run_dir: str, new_run_dir: str) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
         WORLD_SIZE=str(WORLD_SIZE),
@@ -133,6 +133,8 @@ def _rank_main(rank: int, port: int, out_dir: str, run_dir: str) -> None:
             "world": distributed.world(),
             "trained": {name: _trained_state(name) for name in MODEL_PARAMS},
             "validation": _all_validation_metrics(),
+            "stopped": fit_run(_run_config(), _run_data(), new_run_dir, stop_after=1)[1].history,
+            "stopped_run_dir": new_run_dir,  # epoch 1 of 2 done by 2 processes
             "resumed": _resumed_run(run_dir),  # last: it installs an audit hook
         }
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
@@ -144,11 +146,10 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _spawn(out_dir: Path, run_dir: Path) -> list[dict]:
+def _spawn(out_dir: Path, run_dir: Path, new_run_dir: Path) -> list[dict]:
     """Run `_rank_main` in WORLD_SIZE processes; fail (killing them) after TIMEOUT_S."""
-    group = mp.start_processes(
-        _rank_main, args=(_free_port(), str(out_dir), str(run_dir)), nprocs=WORLD_SIZE, join=False
-    )
+    args = (_free_port(), str(out_dir), str(run_dir), str(new_run_dir))
+    group = mp.start_processes(_rank_main, args=args, nprocs=WORLD_SIZE, join=False)
     deadline = time.monotonic() + TIMEOUT_S
     while not group.join(timeout=max(deadline - time.monotonic(), 0.1)):
         if time.monotonic() > deadline:
@@ -170,7 +171,8 @@ def one_epoch_run(tmp_path_factory) -> tuple[Path, dict]:
 def ranks(tmp_path_factory, one_epoch_run) -> list[dict]:
     """What each of the 2 ranks returned from the distributed cases."""
     run_dir, _ = one_epoch_run
-    return _spawn(tmp_path_factory.mktemp("ranks"), run_dir)
+    out_dir = tmp_path_factory.mktemp("ranks")
+    return _spawn(out_dir, run_dir, out_dir / "two_ranks_run")
 
 
 def test_rank_steps_deal_every_batch_once_and_weigh_the_last_step_exactly():
@@ -231,8 +233,7 @@ def test_only_rank_0_writes_and_a_run_resumes_with_another_number_of_processes(r
     assert [record["epoch"] for record in history] == [1, 2] and history[0] == first_epoch
     # Epoch 2 continues the schedule where 2 processes would be after epoch 1 (ceil(batches / 2) a epoch).
     data, cfg = _run_data(), _run_config().train
-    windows = SessionWindows.from_sessions(data.train, 7)
-    n_batches = [len(windows.epoch_batches(cfg.batch_targets, np.random.default_rng([cfg.seed, e]))) for e in (1, 2)]
+    n_batches = _batches_per_epoch(data, cfg)
     assert history[1]["steps"] == sum(math.ceil(n / WORLD_SIZE) for n in n_batches)
     assert history[1]["steps"] < history[0]["steps"] + n_batches[1]  # fewer steps than one process makes
     # The epoch's validation by 2 ranks is one process's validation of the same weights.
@@ -243,6 +244,20 @@ def test_only_rank_0_writes_and_a_run_resumes_with_another_number_of_processes(r
     metrics = validation_metrics(model, data.valid, data.catalog, ks=(cfg.valid_k,), batch_targets=cfg.eval_batch_size)
     assert {name: history[1][f"valid_{name}"] for name in metrics} == metrics
     assert load_artifact(run_dir).meta["processes"] == WORLD_SIZE
+
+
+def test_a_run_of_two_ranks_resumes_in_one_process(ranks):
+    run_dir = ranks[0]["stopped_run_dir"]
+    _, result = fit_run(_run_config(), _run_data(), run_dir, resume=True)
+    assert _outcome(result.history[0]) == _outcome(ranks[0]["stopped"][0])
+    n_batches = _batches_per_epoch(_run_data(), _run_config().train)
+    assert result.history[1]["steps"] == n_batches[0] + n_batches[1]  # as if one process had run epoch 1
+    assert read_checkpoint(run_dir)["world_size"] == 1
+
+
+def _batches_per_epoch(data: TrainingData, cfg: TrainConfig) -> list[int]:
+    windows = SessionWindows.from_sessions(data.train, 7)
+    return [len(windows.epoch_batches(cfg.batch_targets, np.random.default_rng([cfg.seed, e]))) for e in (1, 2)]
 
 
 def _outcome(record: dict) -> dict:
