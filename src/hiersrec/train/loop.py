@@ -99,8 +99,8 @@ def train(
     device = distributed.rank_device(resolve_device(cfg.device))
     model.to(device)
     windows = SessionWindows.from_sessions(train_sessions, model.config.max_len)
-    # Batch counts vary by a step or two between epochs; the schedule uses the first epoch's.
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, (0.9, cfg.beta2))
+    # Batch counts vary by a step or two between epochs; the schedule uses the first epoch's.
     total_steps = cfg.epochs * _epoch_steps(windows, cfg, 1, world.size)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.warmup_steps, total_steps, cfg.min_lr_ratio)
     state = {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "best_state": None}
@@ -243,7 +243,7 @@ def _checkpoint(state, model, optimizer, scheduler, world_size: int) -> dict[str
     }
 
 
-def _continue_schedule(scheduler, windows: SessionWindows, cfg: TrainConfig, epochs_done: int, world_size: int):
+def _continue_schedule(scheduler, windows: SessionWindows, cfg: TrainConfig, epochs_done: int, world_size: int) -> None:
     """Move the schedule to the step count ``world_size`` processes reach after ``epochs_done`` epochs.
 
     The number of processes sets the steps per epoch, so the saved step count of another number would put
