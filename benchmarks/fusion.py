@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--refits: at most one refit per --runs entry, in the same order")
     for row, comp, refit in zip(test_rows[: len(args.refits)], comparisons, args.refits, strict=False):
         refitted = load_artifact(refit)
-        if refitted.metrics.get("refit_of") != str(fused[final][row["run"]]):
+        if Path(refitted.metrics.get("refit_of", "")).resolve() != fused[final][row["run"]].resolve():
             raise SystemExit(f"{refit} is not the refit of {fused[final][row['run']]}")
         refit_ranks = test_ranks(refit.name, refitted.model, dataset, refitted.max_len, args.work)
         row["refit"] = summary(refit_ranks)
