@@ -32,22 +32,16 @@ Deviations from the paper and the authors' code, each deliberate:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hiersrec.bounds import check_bounds
-from hiersrec.data.batching import SessionBatch
-from hiersrec.data.catalog import ItemCatalog
-from hiersrec.errors import ConfigError, DataError
-from hiersrec.models._chunked_softmax import softmax_cross_entropy_sum
-from hiersrec.models._transformer import NextClickCases, align_left
-from hiersrec.models.base import ItemQuery
+from hiersrec.errors import ConfigError
+from hiersrec.models._session_vector import SessionVectorModel
 
 # Shapes: B batch, T positions, N targets (read positions), D d_model (GRU width), E d_embedding, V items.
 
@@ -74,32 +68,13 @@ class NARMConfig:
                 raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
 
 
-@dataclass
-class NARMOutput:
-    """Training output (the training loop reads these names).
-
-    Attributes:
-        loss: mean cross-entropy over the N targets (the same as ``item_loss``).
-        item_loss: next-item cross-entropy over all items.
-        category_loss: 0 (NARM has no category task).
-        item_query: (N, E) decoded session vectors ``B c_t`` at the target positions.
-        target_items: (N,) the next items.
-    """
-
-    loss: torch.Tensor
-    item_loss: torch.Tensor
-    category_loss: torch.Tensor
-    item_query: torch.Tensor
-    target_items: torch.Tensor
-
-
 def _normal_(weight: torch.Tensor, rows: int) -> None:
     # The authors' initialisation: normal with std sqrt(2 / rows), rows = the input side of the matrix.
     with torch.no_grad():
         weight.normal_(0.0, math.sqrt(2.0 / rows))
 
 
-class NARM(nn.Module):
+class NARM(SessionVectorModel):
     """GRU encoder with attention over the prefix and a bilinear decoder; registered as ``"narm"``.
 
     Example:
@@ -108,6 +83,7 @@ class NARM(nn.Module):
     """
 
     name: ClassVar[str] = "narm"
+    label: ClassVar[str] = "NARM"
     config_class: ClassVar[type] = NARMConfig
 
     def __init__(self, config: NARMConfig) -> None:
@@ -142,25 +118,6 @@ class NARM(nn.Module):
         _normal_(self.attention_vector.weight, 1)  # the code's (1, D) vector: std sqrt(2)
         _normal_(self.decoder.weight, config.d_embedding)
 
-    @classmethod
-    def from_config(cls, config: NARMConfig, catalog: ItemCatalog, text_cache_dir: str | Path | None = None) -> NARM:
-        """A new model for ``catalog`` (``n_items`` is set from it; NARM reads no item metadata)."""
-        return cls(replace(config, n_items=catalog.n_items + 1))
-
-    @classmethod
-    def from_state_dict(cls, config: NARMConfig, state: Mapping[str, torch.Tensor]) -> NARM:
-        """The saved model.
-
-        Raises:
-            ConfigError: the state dict does not fit ``config``.
-        """
-        try:
-            model = cls(config)
-            model.load_state_dict(state)
-        except RuntimeError as error:
-            raise ConfigError(f"the weights do not fit the configuration: {str(error).splitlines()[0]}") from error
-        return model.eval()
-
     def _session_vectors(self, items: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """(N, E) decoded vectors ``B [c_g; c_l]`` of LEFT-ALIGNED ``items`` (B, T) read at (rows, positions).
 
@@ -178,66 +135,3 @@ class NARM(nn.Module):
         local = (weights[:, :, None] * states[rows]).sum(dim=1)  # (N, D): c_l
         session = F.dropout(torch.cat([current, local], dim=1), config.decoder_dropout, self.training)
         return self.decoder(session)
-
-    def encode_positions(
-        self, batch: SessionBatch, target_mask: torch.Tensor | None = None
-    ) -> tuple[ItemQuery, torch.Tensor]:
-        """Queries at every target position of whole LEFT-padded sessions, and the (N,) targets, row by row."""
-        cases = NextClickCases.of(batch, self.config.max_len, target_mask)
-        rows, positions = cases.selected.nonzero(as_tuple=True)  # row by row, as the targets
-        vectors = self._session_vectors(align_left(cases.inputs, cases.input_lengths), rows, positions)
-        return _query(vectors), cases.targets
-
-    def forward(self, batch: SessionBatch, target_mask: torch.Tensor | None = None) -> NARMOutput:
-        """Cross-entropy over all items at every target position of whole sessions (see `encode_positions`)."""
-        query, targets = self.encode_positions(batch, target_mask)
-        device_type = targets.device.type
-        autocast = torch.is_autocast_enabled(device_type)
-        compute_dtype = torch.get_autocast_dtype(device_type) if autocast else torch.float32
-        with torch.autocast(device_type, enabled=False):
-            total = softmax_cross_entropy_sum(
-                query.vectors.float(),
-                self.items.weight.float(),
-                targets,
-                chunk_size=self.config.loss_chunk,
-                compute_dtype=compute_dtype,
-            )
-        loss = total / max(targets.numel(), 1)
-        return NARMOutput(loss, loss, torch.zeros_like(loss), query.vectors, targets)
-
-    @torch.no_grad()
-    def query(self, batch: SessionBatch) -> ItemQuery:
-        """The decoded session vector at the last real click of each LEFT-padded session (no dropout).
-
-        Raises:
-            DataError: a session has no click.
-        """
-        items, lengths = batch.items[:, -self.config.max_len :], batch.lengths.clamp(max=self.config.max_len)
-        if (lengths < 1).any():
-            raise DataError("cannot score an empty session: every row needs at least one known click")
-        rows = torch.arange(items.shape[0], device=items.device)
-        return _query(self._session_vectors(align_left(items, lengths), rows, lengths - 1).float())
-
-    @torch.no_grad()
-    def score_query(self, query: ItemQuery) -> torch.Tensor:
-        """(B, V) float32 bilinear scores ``e_i . (B c_t)``; column 0 (PAD) = -inf."""
-        scores = query.vectors.float() @ self.items.weight.detach().float().T
-        scores[:, 0] = float("-inf")
-        return scores
-
-    @torch.no_grad()
-    def score(self, batch: SessionBatch) -> torch.Tensor:
-        """(B, V) float32 next-item scores, column 0 (PAD) = -inf."""
-        return self.score_query(self.query(batch))
-
-    def candidate_support(self) -> str:
-        """Why NARM cannot rank category candidates."""
-        return "NARM has no category head: it can only rank every item"
-
-    def describe(self) -> dict[str, Any]:
-        """Name and hyperparameters, for reports."""
-        return {"name": self.name, **asdict(self.config)}
-
-
-def _query(vectors: torch.Tensor) -> ItemQuery:
-    return ItemQuery(vectors=vectors, category_logits=vectors.new_zeros((vectors.shape[0], 0)))

@@ -32,21 +32,15 @@ Deviations from the authors' code, each deliberate:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from hiersrec.bounds import check_bounds
-from hiersrec.data.batching import SessionBatch
-from hiersrec.data.catalog import ItemCatalog
-from hiersrec.errors import ConfigError, DataError
-from hiersrec.models._chunked_softmax import softmax_cross_entropy_sum
-from hiersrec.models._transformer import NextClickCases, align_left
-from hiersrec.models.base import ItemQuery
+from hiersrec.errors import ConfigError
+from hiersrec.models._session_vector import SessionVectorModel
 
 # Shapes: N prefixes, L the widest prefix of a chunk (<= max_len), D d_model, V items incl. PAD.
 
@@ -66,25 +60,6 @@ class SRGNNConfig:
     def __post_init__(self) -> None:
         bounds = {"n_items": (0, 1 << 31), "max_len": (1, 10_000), "d_model": (1, 1 << 16), "n_steps": (1, 64)}
         check_bounds(self, "model", {**bounds, "graph_chunk": (1, 1 << 24), "loss_chunk": (1, 1 << 20)})
-
-
-@dataclass
-class SRGNNOutput:
-    """Training output (the training loop reads these names).
-
-    Attributes:
-        loss: mean cross-entropy over the N targets (the same as ``item_loss``).
-        item_loss: next-item cross-entropy over all items.
-        category_loss: 0 (SR-GNN has no category task).
-        item_query: (N, D) session vectors of the targets' prefixes.
-        target_items: (N,) the next items.
-    """
-
-    loss: torch.Tensor
-    item_loss: torch.Tensor
-    category_loss: torch.Tensor
-    item_query: torch.Tensor
-    target_items: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -170,7 +145,7 @@ class GatedGraphCell(nn.Module):
         return candidate + update * (hidden - candidate)
 
 
-class SRGNN(nn.Module):
+class SRGNN(SessionVectorModel):
     """Gated GNN over each prefix's session graph with an attention readout; registered as ``"srgnn"``.
 
     Example:
@@ -179,6 +154,7 @@ class SRGNN(nn.Module):
     """
 
     name: ClassVar[str] = "srgnn"
+    label: ClassVar[str] = "SR-GNN"
     config_class: ClassVar[type] = SRGNNConfig
 
     def __init__(self, config: SRGNNConfig) -> None:
@@ -199,25 +175,6 @@ class SRGNN(nn.Module):
                 parameter.uniform_(-bound, bound)
             self.items.weight[0].zero_()
 
-    @classmethod
-    def from_config(cls, config: SRGNNConfig, catalog: ItemCatalog, text_cache_dir: str | Path | None = None) -> SRGNN:
-        """A new model for ``catalog`` (``n_items`` is set from it; SR-GNN reads no item metadata)."""
-        return cls(replace(config, n_items=catalog.n_items + 1))
-
-    @classmethod
-    def from_state_dict(cls, config: SRGNNConfig, state: Mapping[str, torch.Tensor]) -> SRGNN:
-        """The saved model.
-
-        Raises:
-            ConfigError: the state dict does not fit ``config``.
-        """
-        try:
-            model = cls(config)
-            model.load_state_dict(state)
-        except RuntimeError as error:
-            raise ConfigError(f"the weights do not fit the configuration: {str(error).splitlines()[0]}") from error
-        return model.eval()
-
     def _graph_vectors(self, prefixes: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # (N, D) session vectors of LEFT-ALIGNED prefixes of one chunk.
         graphs = session_graphs(prefixes, lengths)
@@ -236,7 +193,7 @@ class SRGNN(nn.Module):
             return global_interest
         return self.combine(torch.cat([global_interest, last], dim=1))
 
-    def _prefix_vectors(self, items: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def _session_vectors(self, items: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """(N, D) session vectors of the prefixes ``items[rows, :positions + 1]`` of LEFT-ALIGNED rows.
 
         The prefixes are taken in order of length, ``graph_chunk`` at a time, each chunk as wide as its
@@ -253,66 +210,3 @@ class SRGNN(nn.Module):
         if not vectors:
             return self.items.weight.new_zeros((0, self.config.d_model))
         return torch.cat(vectors)[order.argsort()]
-
-    def encode_positions(
-        self, batch: SessionBatch, target_mask: torch.Tensor | None = None
-    ) -> tuple[ItemQuery, torch.Tensor]:
-        """Session vectors of every target's own prefix graph, and the (N,) targets, row by row."""
-        cases = NextClickCases.of(batch, self.config.max_len, target_mask)
-        rows, positions = cases.selected.nonzero(as_tuple=True)  # row by row, as the targets
-        vectors = self._prefix_vectors(align_left(cases.inputs, cases.input_lengths), rows, positions)
-        return _query(vectors), cases.targets
-
-    def forward(self, batch: SessionBatch, target_mask: torch.Tensor | None = None) -> SRGNNOutput:
-        """Cross-entropy over all items for every target of whole sessions (see `encode_positions`)."""
-        query, targets = self.encode_positions(batch, target_mask)
-        device_type = targets.device.type
-        autocast = torch.is_autocast_enabled(device_type)
-        compute_dtype = torch.get_autocast_dtype(device_type) if autocast else torch.float32
-        with torch.autocast(device_type, enabled=False):
-            total = softmax_cross_entropy_sum(
-                query.vectors.float(),
-                self.items.weight.float(),
-                targets,
-                chunk_size=self.config.loss_chunk,
-                compute_dtype=compute_dtype,
-            )
-        loss = total / max(targets.numel(), 1)
-        return SRGNNOutput(loss, loss, torch.zeros_like(loss), query.vectors, targets)
-
-    @torch.no_grad()
-    def query(self, batch: SessionBatch) -> ItemQuery:
-        """The session vector of each LEFT-padded session's graph.
-
-        Raises:
-            DataError: a session has no click.
-        """
-        items, lengths = batch.items[:, -self.config.max_len :], batch.lengths.clamp(max=self.config.max_len)
-        if (lengths < 1).any():
-            raise DataError("cannot score an empty session: every row needs at least one known click")
-        rows = torch.arange(items.shape[0], device=items.device)
-        return _query(self._prefix_vectors(align_left(items, lengths), rows, lengths - 1).float())
-
-    @torch.no_grad()
-    def score_query(self, query: ItemQuery) -> torch.Tensor:
-        """(B, V) float32 inner products with every item embedding; column 0 (PAD) = -inf."""
-        scores = query.vectors.float() @ self.items.weight.detach().float().T
-        scores[:, 0] = float("-inf")
-        return scores
-
-    @torch.no_grad()
-    def score(self, batch: SessionBatch) -> torch.Tensor:
-        """(B, V) float32 next-item scores, column 0 (PAD) = -inf."""
-        return self.score_query(self.query(batch))
-
-    def candidate_support(self) -> str:
-        """Why SR-GNN cannot rank category candidates."""
-        return "SR-GNN has no category head: it can only rank every item"
-
-    def describe(self) -> dict[str, Any]:
-        """Name and hyperparameters, for reports."""
-        return {"name": self.name, **asdict(self.config)}
-
-
-def _query(vectors: torch.Tensor) -> ItemQuery:
-    return ItemQuery(vectors=vectors, category_logits=vectors.new_zeros((vectors.shape[0], 0)))

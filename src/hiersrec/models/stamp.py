@@ -29,21 +29,15 @@ Deviations from the paper and the authors' code, each deliberate:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from hiersrec.bounds import check_bounds
-from hiersrec.data.batching import SessionBatch
-from hiersrec.data.catalog import ItemCatalog
-from hiersrec.errors import ConfigError, DataError
-from hiersrec.models._chunked_softmax import softmax_cross_entropy_sum
-from hiersrec.models._transformer import NextClickCases, align_left
-from hiersrec.models.base import ItemQuery
+from hiersrec.errors import ConfigError
+from hiersrec.models._session_vector import SessionVectorModel
 
 # Shapes: B batch, T positions, N targets (read positions), D d_model, V items incl. PAD.
 
@@ -68,26 +62,7 @@ class STAMPConfig:
             raise ConfigError("model.embedding_std and model.weight_std must be > 0")
 
 
-@dataclass
-class STAMPOutput:
-    """Training output (the training loop reads these names).
-
-    Attributes:
-        loss: mean cross-entropy over the N targets (the same as ``item_loss``).
-        item_loss: next-item cross-entropy over all items.
-        category_loss: 0 (STAMP has no category task).
-        item_query: (N, D) vectors ``h_s * h_t`` at the target positions.
-        target_items: (N,) the next items.
-    """
-
-    loss: torch.Tensor
-    item_loss: torch.Tensor
-    category_loss: torch.Tensor
-    item_query: torch.Tensor
-    target_items: torch.Tensor
-
-
-class STAMP(nn.Module):
+class STAMP(SessionVectorModel):
     """Short-term attention/memory priority model; registered as ``"stamp"``.
 
     Example:
@@ -96,6 +71,7 @@ class STAMP(nn.Module):
     """
 
     name: ClassVar[str] = "stamp"
+    label: ClassVar[str] = "STAMP"
     config_class: ClassVar[type] = STAMPConfig
 
     def __init__(self, config: STAMPConfig) -> None:
@@ -119,25 +95,6 @@ class STAMP(nn.Module):
                     nn.init.normal_(module.weight, std=config.weight_std)
                     if module.bias is not None:
                         nn.init.zeros_(module.bias)
-
-    @classmethod
-    def from_config(cls, config: STAMPConfig, catalog: ItemCatalog, text_cache_dir: str | Path | None = None) -> STAMP:
-        """A new model for ``catalog`` (``n_items`` is set from it; STAMP reads no item metadata)."""
-        return cls(replace(config, n_items=catalog.n_items + 1))
-
-    @classmethod
-    def from_state_dict(cls, config: STAMPConfig, state: Mapping[str, torch.Tensor]) -> STAMP:
-        """The saved model.
-
-        Raises:
-            ConfigError: the state dict does not fit ``config``.
-        """
-        try:
-            model = cls(config)
-            model.load_state_dict(state)
-        except RuntimeError as error:
-            raise ConfigError(f"the weights do not fit the configuration: {str(error).splitlines()[0]}") from error
-        return model.eval()
 
     def _embed(self, items: torch.Tensor) -> torch.Tensor:
         # The code's lookup with max_norm: vectors longer than the bound are scaled to it (the table is not).
@@ -163,66 +120,3 @@ class STAMP(nn.Module):
         weights = self.attention_vector(torch.sigmoid(hidden)).squeeze(2).masked_fill(later, 0.0)  # (N, T)
         attended = (weights[:, :, None] * memory).sum(dim=1) + mean  # m_a
         return torch.tanh(self.general_cell(attended)) * torch.tanh(self.current_cell(last))
-
-    def encode_positions(
-        self, batch: SessionBatch, target_mask: torch.Tensor | None = None
-    ) -> tuple[ItemQuery, torch.Tensor]:
-        """Queries at every target position of whole LEFT-padded sessions, and the (N,) targets, row by row."""
-        cases = NextClickCases.of(batch, self.config.max_len, target_mask)
-        rows, positions = cases.selected.nonzero(as_tuple=True)  # row by row, as the targets
-        vectors = self._session_vectors(align_left(cases.inputs, cases.input_lengths), rows, positions)
-        return _query(vectors), cases.targets
-
-    def forward(self, batch: SessionBatch, target_mask: torch.Tensor | None = None) -> STAMPOutput:
-        """Cross-entropy over all items at every target position of whole sessions (see `encode_positions`)."""
-        query, targets = self.encode_positions(batch, target_mask)
-        device_type = targets.device.type
-        autocast = torch.is_autocast_enabled(device_type)
-        compute_dtype = torch.get_autocast_dtype(device_type) if autocast else torch.float32
-        with torch.autocast(device_type, enabled=False):
-            total = softmax_cross_entropy_sum(
-                query.vectors.float(),
-                self.items.weight.float(),
-                targets,
-                chunk_size=self.config.loss_chunk,
-                compute_dtype=compute_dtype,
-            )
-        loss = total / max(targets.numel(), 1)
-        return STAMPOutput(loss, loss, torch.zeros_like(loss), query.vectors, targets)
-
-    @torch.no_grad()
-    def query(self, batch: SessionBatch) -> ItemQuery:
-        """The vector ``h_s * h_t`` at the last real click of each LEFT-padded session.
-
-        Raises:
-            DataError: a session has no click.
-        """
-        items, lengths = batch.items[:, -self.config.max_len :], batch.lengths.clamp(max=self.config.max_len)
-        if (lengths < 1).any():
-            raise DataError("cannot score an empty session: every row needs at least one known click")
-        rows = torch.arange(items.shape[0], device=items.device)
-        return _query(self._session_vectors(align_left(items, lengths), rows, lengths - 1).float())
-
-    @torch.no_grad()
-    def score_query(self, query: ItemQuery) -> torch.Tensor:
-        """(B, V) float32 trilinear scores ``<h_s * h_t, x_j>``; column 0 (PAD) = -inf."""
-        scores = query.vectors.float() @ self.items.weight.detach().float().T
-        scores[:, 0] = float("-inf")
-        return scores
-
-    @torch.no_grad()
-    def score(self, batch: SessionBatch) -> torch.Tensor:
-        """(B, V) float32 next-item scores, column 0 (PAD) = -inf."""
-        return self.score_query(self.query(batch))
-
-    def candidate_support(self) -> str:
-        """Why STAMP cannot rank category candidates."""
-        return "STAMP has no category head: it can only rank every item"
-
-    def describe(self) -> dict[str, Any]:
-        """Name and hyperparameters, for reports."""
-        return {"name": self.name, **asdict(self.config)}
-
-
-def _query(vectors: torch.Tensor) -> ItemQuery:
-    return ItemQuery(vectors=vectors, category_logits=vectors.new_zeros((vectors.shape[0], 0)))
