@@ -14,10 +14,20 @@ import numpy as np
 import torch
 
 from hiersrec.data.catalog import ItemCatalog
+from hiersrec.errors import ConfigError
 from hiersrec.models.base import ItemQuery, category_adjusted
 from hiersrec.retrieval.category import CategoryLayout
+from hiersrec.retrieval.survivors import (
+    GROUP,
+    bf16_error_bound,
+    flat_rows,
+    group_maxima,
+    kth_largest,
+    kth_largest_per_row,
+)
 
 NEG_INF = float("-inf")
+Precision = Literal["fp32", "bf16"]
 # Fixed cost of scoring one category block in a batch (Python and kernel launch overhead), in multiply-adds, as
 # calibrated on the 2-core reference machine. Only used to choose between two strategies with equal results.
 PER_CATEGORY_COST = 1_000_000
@@ -128,15 +138,20 @@ def mask_excluded(item_idx: torch.Tensor, scores: torch.Tensor, exclude: torch.T
 class ExactIndex:
     """Brute force: score every item (``queries @ E.T``) and keep the top ``k``; the reference for the others.
 
+    With ``precision="bf16"`` every item is scored with a bf16 copy of the matrix (AMX / tensor-core products)
+    and only the items whose bf16 score leaves them a chance of the top ``k`` are re-scored in fp32
+    (`hiersrec.retrieval.survivors`): the same answer as fp32, up to fp32 rounding.
+
     Example:
         >>> index = ExactIndex(torch.eye(3))  # item 0 is padding
         >>> index.search(torch.tensor([[0.0, 0.2, 0.9]]), k=5)[0].tolist()
         [[2, 1]]
     """
 
-    def __init__(self, item_embeddings: torch.Tensor) -> None:
+    def __init__(self, item_embeddings: torch.Tensor, precision: Precision = "fp32") -> None:
         """Index the (V, D) item output embeddings (row 0 is padding and never returned)."""
         self.item_embeddings = item_embeddings.detach().float().contiguous()
+        self._low, self._max_norm = _low_precision_copy(self.item_embeddings, precision)
 
     @property
     def n_items(self) -> int:
@@ -147,11 +162,34 @@ class ExactIndex:
         self, queries: torch.Tensor, k: int, *, exclude: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-``k`` items of each (B, D) query, without the (B, E) ``exclude`` item indices (0-padded)."""
+        if self._low is not None:
+            return self._search_low_precision(queries.float(), k, exclude)
         scores = queries.float() @ self.item_embeddings.T  # (B, V)
         scores[:, 0] = NEG_INF
         if exclude is not None and exclude.numel():
             scores.scatter_(1, exclude, NEG_INF)
         return _trim(*top_k(scores, k), k, self.n_items)
+
+    def _search_low_precision(self, queries: torch.Tensor, k: int, exclude: torch.Tensor | None):
+        # Full-size passes are the product and its group maxima only (bf16 element-wise kernels are slow on CPU):
+        # the threshold comes from the maxima, then only the groups whose maximum reaches it are read again.
+        approximate = queries.bfloat16() @ self._low.T  # (B, V) bf16
+        approximate[:, 0] = NEG_INF
+        if exclude is not None and exclude.numel():
+            approximate.scatter_(1, exclude, NEG_INF)
+        maxima = group_maxima(approximate).float()  # (B, G)
+        threshold = kth_largest_per_row(maxima, min(k, self.n_items))
+        # Padding and excluded items (-inf) never survive, whatever the threshold.
+        threshold = (threshold - 2 * bf16_error_bound(queries, self._max_norm)).clamp_min(torch.finfo().min)
+        rows, groups = (maxima >= threshold[:, None]).nonzero(as_tuple=True)
+        columns = groups[:, None] * GROUP + torch.arange(GROUP)  # (S, GROUP) the surviving groups' columns
+        inside = columns < approximate.shape[1]
+        columns = columns.clamp_max(approximate.shape[1] - 1)
+        survive = inside & (approximate[rows[:, None], columns].float() >= threshold[rows, None])
+        rows, columns = rows[:, None].expand_as(columns)[survive], columns[survive]
+        exact = (self.item_embeddings[columns] * queries[rows]).sum(dim=1)
+        ids, scores = flat_rows([rows], [columns], [exact], queries.shape[0])
+        return _trim(*top_k(scores, k, ids), k, self.n_items)
 
 
 class CategoryIndex:
@@ -164,7 +202,8 @@ class CategoryIndex:
     The item matrix is permuted once (`CategoryLayout`) so that each category is a contiguous block. A single
     query reads runs of adjacent chosen categories as one slice each and ranks all its candidates. A batch is
     scored category by category: a chosen category's block is read once and multiplied with the queries of
-    every row that chose it; each row keeps its best ``k`` per block before a final merge.
+    every row that chose it; each row's threshold from the blocks' group maxima keeps the few entries that
+    can still be in its top ``k`` (`hiersrec.retrieval.survivors`), and only those are ranked.
 
     Example:
         >>> index = CategoryIndex.from_catalog(torch.randn(38, 16), catalog)  # doctest: +SKIP
@@ -319,38 +358,44 @@ class CategoryIndex:
         return self.order.expand(scores.shape), scores
 
     def _best_per_category(self, queries: torch.Tensor, selected: torch.Tensor, fetch: int, query: ItemQuery):
-        # Each chosen category's block is read once and multiplied with the queries of every row choosing it;
-        # each row keeps the block's best `fetch` (ties by item_idx, which follows the block's columns). The
-        # query's category terms are applied to the whole block first (its normaliser needs every item).
+        # Each chosen category's block is read once and multiplied with the queries of every row choosing it. A
+        # row's `fetch` best entries are then found without a top-k per block: the rows' thresholds come from the
+        # blocks' group maxima and one comparison per block keeps the entries that can still be among them
+        # (`hiersrec.retrieval.survivors`). The query's category terms are applied to whole blocks first (the
+        # within-category normaliser needs every item). A bf16 copy of the matrix does not pay here on CPU: the
+        # blocks' products are too thin to gain, and each new shape costs a oneDNN kernel set-up.
+        adjusts = query.category_offsets is not None or query.normalise_within_category
         pairs = selected.T.nonzero()  # (P, 2) (category, row), grouped by category
         categories, counts = torch.unique_consecutive(pairs[:, 0], return_counts=True)
-        rows_out, scores_out, ids_out = [], [], []
+        blocks, group_rows, maxima = [], [], []
         for category, rows in zip(categories.tolist(), pairs[:, 1].split(counts.tolist()), strict=True):
             start, size = self._starts[category], self._sizes[category]
             block = queries[rows] @ self.embeddings[start : start + size].T  # (b, size)
-            if query.category_offsets is not None or query.normalise_within_category:
+            if adjusts:
                 block = self._adjusted(block, torch.full((size,), category), query.rows(rows))
-            columns = top_columns(block, fetch, self._positions[:size])
-            if size > fetch:
-                block = block.gather(1, columns)
-            rows_out.append(rows.unsqueeze(1).expand(block.shape).reshape(-1))
-            scores_out.append(block.reshape(-1))
-            ids_out.append(self.order[start + columns].reshape(-1))
-        return _per_row(queries.shape[0], rows_out, ids_out, scores_out)
+            blocks.append((start, rows, block))
+            block_maxima = group_maxima(block)
+            group_rows.append(rows.repeat_interleave(block_maxima.shape[1]))
+            maxima.append(block_maxima.reshape(-1))
+        if not blocks:
+            return flat_rows([], [], [], queries.shape[0])
+        threshold = kth_largest(torch.cat(group_rows), torch.cat(maxima), queries.shape[0], fetch)
+        rows_out, ids_out, scores_out = [], [], []
+        for start, rows, block in blocks:
+            at_row, column = (block >= threshold[rows, None]).nonzero(as_tuple=True)
+            rows_out.append(rows[at_row])
+            ids_out.append(self.order[start + column])
+            scores_out.append(block[at_row, column])
+        return flat_rows(rows_out, ids_out, scores_out, queries.shape[0])
 
 
-def _per_row(n_rows: int, rows: list[torch.Tensor], ids: list[torch.Tensor], scores: list[torch.Tensor]):
-    # Flat (row, id, score) entries -> (B, W) id and score buffers, padded with (0, -inf).
-    if not rows:
-        return torch.zeros((n_rows, 0), dtype=torch.int64), torch.zeros((n_rows, 0))
-    row, order = torch.sort(torch.cat(rows), stable=True)
-    counts = torch.bincount(row, minlength=n_rows)
-    column = torch.arange(row.numel()) - (counts.cumsum(0) - counts)[row]
-    id_buffer = torch.zeros((n_rows, int(counts.max())), dtype=torch.int64)
-    score_buffer = torch.full((n_rows, int(counts.max())), NEG_INF)
-    id_buffer[row, column] = torch.cat(ids)[order]
-    score_buffer[row, column] = torch.cat(scores)[order]
-    return id_buffer, score_buffer
+def _low_precision_copy(embeddings: torch.Tensor, precision: Precision) -> tuple[torch.Tensor | None, float]:
+    # The bf16 copy of an fp32 item matrix and its largest row norm (for the error bound), or (None, 0) in fp32.
+    if precision not in ("fp32", "bf16"):
+        raise ConfigError(f"index precision must be 'fp32' or 'bf16', got {precision!r}")
+    if precision == "fp32" or embeddings.numel() == 0:
+        return None, 0.0
+    return embeddings.bfloat16(), float(torch.linalg.vector_norm(embeddings, dim=1).max())
 
 
 def _max_excluded(exclude: torch.Tensor | None) -> int:
