@@ -70,6 +70,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--valid-only", action="store_true", help="never evaluate on test (tuning sweeps)")
     parser.add_argument("--breakdown", action="store_true", help="test metrics by target popularity in train")
     parser.add_argument("--refit", action="store_true", help="also refit on all train for the chosen epochs")
+    parser.add_argument(
+        "--compare-to",
+        default=None,
+        help="a variant every other one is compared with, seed by seed, by paired tests over the test cases",
+    )
     parser.add_argument("--out", type=Path, help="output stem (default: benchmarks/results/hiersrec_accuracy-...)")
     parser.add_argument("--runs-dir", type=Path, default=REPO / "benchmarks" / "work" / "runs")
     return parser.parse_args(argv)
@@ -93,6 +98,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     from hiersrec.config import load_config
     from hiersrec.data.ingest import open_dataset
     from hiersrec.eval.protocol import evaluate
+    from hiersrec.eval.significance import case_ranks
     from hiersrec.train.run import TrainingData, fit_run
 
     config = load_config(preset=job["preset"], overrides=job["overrides"])
@@ -126,6 +132,9 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         model = _OnDevice(trained, config.train.device)
         report = evaluate(model, full.test, data.catalog, ks=TEST_KS, batch_size=1024, **options)
         record.update({split: report.metrics, "test_cases": report.n_cases, "protocol": full.default_protocol})
+        if job["case_ranks"]:  # for paired tests between variants over the same test cases
+            ranks = case_ranks(model, full.test, data.catalog, batch_size=1024, **options)
+            np.save(Path(job["run_dir"]) / f"{split}_ranks.npy", ranks)
         if job["breakdown"]:
             record[f"{split}_by_popularity"] = popularity_breakdown(model, full, **options)
     return record
@@ -199,6 +208,24 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return summary
 
 
+def paired_tests(records: list[dict[str, Any]], variant: str, reference: str, jobs: list[dict[str, Any]]) -> list:
+    """Per seed and test split: ``variant`` minus ``reference`` over the same test cases (`compare`)."""
+    from hiersrec.eval.significance import compare, significantly_better
+
+    run_dirs = {(job["variant"], job["seed"]): Path(job["run_dir"]) for job in jobs}
+    results = []
+    for record in records:
+        if record["variant"] != variant or variant == reference or (reference, record["seed"]) not in run_dirs:
+            continue
+        for split in ("test", "test_refit"):
+            mine, theirs = (run_dirs[(v, record["seed"])] / f"{split}_ranks.npy" for v in (variant, reference))
+            if mine.is_file() and theirs.is_file():
+                comparison = compare(np.load(mine), np.load(theirs))
+                comparison["significantly_better"] = significantly_better(comparison)
+                results.append({"seed": record["seed"], "split": split, **comparison})
+    return sorted(results, key=lambda r: (r["split"], r["seed"]))
+
+
 def title(settings: dict[str, Any]) -> str:
     """The results page's title."""
     return f"HierSRec ablation on {settings['dataset']}"
@@ -224,6 +251,22 @@ def markdown(summary: dict[str, dict[str, Any]], settings: dict[str, Any]) -> st
                 for k in TABLE
             ]
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {summary[name]['best_epochs']} |")
+    paired = [(name, row) for name, entry in summary.items() for row in entry.get("paired", [])]
+    if paired:
+        lines += [
+            "",
+            f"## paired tests against {settings['compared_to']} (same seed, same test cases; 99% bootstrap intervals)",
+            "",
+            "| variant | split | seed | MRR@20 diff | 99% CI | HR@20 diff | 99% CI | Wilcoxon p |",
+            "|---|---|---:|---:|---|---:|---|---:|",
+        ]
+        for name, row in paired:
+            mrr, hr = row["mrr@20"], row["hr@20"]
+            lines.append(
+                f"| {name} | {row['split']} | {row['seed']} | {100 * mrr['difference']:+.2f} | "
+                f"{100 * mrr['ci'][0]:+.2f} .. {100 * mrr['ci'][1]:+.2f} | {100 * hr['difference']:+.2f} | "
+                f"{100 * hr['ci'][0]:+.2f} .. {100 * hr['ci'][1]:+.2f} | {row['wilcoxon_p']:.2g} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -245,6 +288,7 @@ def main(argv: list[str] | None = None) -> None:
             "valid_only": args.valid_only,
             "breakdown": args.breakdown,
             "refit": args.refit,
+            "case_ranks": args.compare_to is not None,
             "run_dir": str(args.runs_dir / out.name / f"{variant.split(':')[0]}-seed{seed}"),
         }
         for variant in args.variants.split(";" if ":" in args.variants else ",")
@@ -268,6 +312,10 @@ def main(argv: list[str] | None = None) -> None:
                   f" valid {_short(record['valid'])} | test {_short(record.get('test', {}))}"
                   f" | refit {_short(record.get('test_refit', {}))}", flush=True)  # fmt: skip
     summary = summarise(records)
+    if args.compare_to and not args.valid_only:
+        settings["compared_to"] = args.compare_to
+        for variant, entry in summary.items():
+            entry["paired"] = paired_tests(records, variant, args.compare_to, jobs)
     body = markdown(summary, settings)
     write_results(out, header, {**settings, "summary": summary, "runs": records}, title(settings), body)
     print(body)
