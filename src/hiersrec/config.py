@@ -30,7 +30,10 @@ from typing import Any, Literal
 from hiersrec.bounds import check_bounds
 from hiersrec.errors import ConfigError
 from hiersrec.models import check_params, is_neural, model_class, model_name_of, parameter_types
+from hiersrec.models.category_feed import EXACT_LOSS_FEEDS
+from hiersrec.models.gru4rec import GRU4RecConfig
 from hiersrec.models.hiersrec import HierSRecConfig
+from hiersrec.models.item_loss import EXACT_LOSSES, ITEM_LOSSES, ItemLossName
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"  # shipped with the package (package data)
 
@@ -52,6 +55,8 @@ _TRAIN_BOUNDS = {
     "seed": (0, (1 << 63) - 1),
     "threads": (0, 1024),
     "eval_batch_size": (1, 1 << 24),
+    "negatives": (1, 1 << 24),
+    "gbce_t": (0.0, 1.0),
 }
 
 
@@ -76,6 +81,9 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast for training (validation is always fp32)
     eval_batch_size: int = 1024  # validation prefixes scored at once
     show_progress: bool = True  # progress bar on stderr
+    loss: ItemLossName = "auto"  # next-item loss: auto, full, chunked (exact), sampled or gbce (models.item_loss)
+    negatives: int = 1024  # sampled, gbce: uniform negatives drawn per batch, shared by its targets
+    gbce_t: float = 0.75  # gbce: calibration t in [0, 1] (0: plain BCE; gSASRec's default 0.75)
 
     def __post_init__(self) -> None:
         check_bounds(self, "train", _TRAIN_BOUNDS)
@@ -85,6 +93,8 @@ class TrainConfig:
             raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.schedule not in ("cosine", "linear", "constant") or self.precision not in ("fp32", "bf16"):
             raise ConfigError("train.schedule must be cosine, linear or constant; train.precision fp32 or bf16")
+        if self.loss not in ITEM_LOSSES:
+            raise ConfigError(f"train.loss must be one of {', '.join(ITEM_LOSSES)}, not {self.loss!r}")
 
 
 @dataclass(frozen=True)
@@ -181,6 +191,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.fusion.enabled and isinstance(self.model, FittedModelConfig):
             raise ConfigError(f"[fusion] joins a partner to a neural model; {self.model.name!r} is a fitted model")
+        check_item_loss(self.model, self.train.loss)
 
     @property
     def model_name(self) -> str:
@@ -202,6 +213,31 @@ class RunConfig:
             "train": asdict(self.train),
             "fusion": asdict(self.fusion),
         }
+
+
+def check_item_loss(model: ModelConfig, loss: str) -> None:
+    """Refuse a ``train.loss`` that cannot train ``model``, saying what to use instead.
+
+    Args:
+        model: a neural model's config (a fitted model's is never trained, so any loss passes).
+        loss: the ``train.loss`` of the run.
+
+    Raises:
+        ConfigError: a sampled loss for a HierSRec category feed that needs the softmax over every item of a
+            category (`EXACT_LOSS_FEEDS`), or any loss but "auto" for GRU4Rec's BPR-max (a sampled loss of its own).
+    """
+    if isinstance(model, HierSRecConfig) and model.category_feed in EXACT_LOSS_FEEDS and loss not in EXACT_LOSSES:
+        raise ConfigError(
+            f"train.loss = {loss!r} scores a sample of the items, but model.category_feed = "
+            f"{model.category_feed!r} needs every item's score (a softmax within the target's category or with "
+            f"per-category offsets); use train.loss = 'auto', 'full' or 'chunked', or the 'concat', 'expected' "
+            "or 'none' feed"
+        )
+    if isinstance(model, GRU4RecConfig) and model.loss == "bpr-max" and loss != "auto":
+        raise ConfigError(
+            f"train.loss = {loss!r} has no effect on model.loss = 'bpr-max', GRU4Rec's own sampled loss: keep "
+            "train.loss = 'auto', or set model.loss = 'cross-entropy' to train with train.loss"
+        )
 
 
 # [model] has no class of its own: its name picks the registered model whose fields it holds (`_model_config`).

@@ -4,7 +4,8 @@ A subclass builds its layers in ``__init__(config)``, keeps its item table as ``
 ``nn.Embedding`` whose rows are also the output vectors) and defines ``_session_vectors(items, rows,
 positions)``: the (N, D) vectors of LEFT-ALIGNED ``items`` read at (rows, positions), where a prefix read inside
 a longer row must get exactly the vector it gets alone. Everything else is here: building and loading, the
-full cross-entropy at every target position of whole sessions, and scoring the last click of each session.
+next-item loss (`hiersrec.models.item_loss`) at every target position of whole sessions, and scoring the last
+click of each session.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from torch import nn
 from hiersrec.data.batching import SessionBatch
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.errors import ConfigError, DataError
-from hiersrec.models._chunked_softmax import softmax_cross_entropy_sum
 from hiersrec.models._transformer import NextClickCases, align_left
 from hiersrec.models.base import ItemQuery
+from hiersrec.models.item_loss import ItemLoss
 
 
 @dataclass
@@ -30,8 +31,8 @@ class NextItemOutput:
     """Training output (the training loop reads these names).
 
     Attributes:
-        loss: mean cross-entropy over the N targets (the same as ``item_loss``).
-        item_loss: next-item cross-entropy over all items.
+        loss: the mean next-item loss over the N targets (the same as ``item_loss``).
+        item_loss: the next-item loss (`ItemLoss`; by default the cross-entropy over all items).
         category_loss: 0 (these models have no category task).
         item_query: (N, D) session vectors at the target positions.
         target_items: (N,) the next items.
@@ -50,6 +51,7 @@ class SessionVectorModel(nn.Module):
     name: ClassVar[str] = ""
     label: ClassVar[str] = ""  # the paper's name, for messages
     config_class: ClassVar[type] = object
+    item_loss: ItemLoss = ItemLoss()  # the training loop sets the run's (`hiersrec.train.loop`)
     items: nn.Embedding
     config: Any
 
@@ -85,19 +87,9 @@ class SessionVectorModel(nn.Module):
         return _query(vectors), cases.targets
 
     def forward(self, batch: SessionBatch, target_mask: torch.Tensor | None = None) -> NextItemOutput:
-        """Cross-entropy over all items at every target position of whole sessions (see `encode_positions`)."""
+        """The next-item loss (``item_loss``: by default the cross-entropy over all items) at every target position."""
         query, targets = self.encode_positions(batch, target_mask)
-        device_type = targets.device.type
-        autocast = torch.is_autocast_enabled(device_type)
-        compute_dtype = torch.get_autocast_dtype(device_type) if autocast else torch.float32
-        with torch.autocast(device_type, enabled=False):
-            total = softmax_cross_entropy_sum(
-                query.vectors.float(),
-                self.items.weight.float(),
-                targets,
-                chunk_size=self.config.loss_chunk,
-                compute_dtype=compute_dtype,
-            )
+        total = self.item_loss(query.vectors, self.items.weight, targets, chunk_size=self.config.loss_chunk)
         loss = total / max(targets.numel(), 1)
         return NextItemOutput(loss, loss, torch.zeros_like(loss), query.vectors, targets)
 

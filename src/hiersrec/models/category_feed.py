@@ -29,6 +29,9 @@ from torch import nn
 
 CategoryFeedName = Literal["concat", "expected", "factorised", "prior", "none"]
 CATEGORY_FEEDS: tuple[str, ...] = ("concat", "expected", "factorised", "prior", "none")
+# The feeds whose item loss is a softmax within the target's category or with per-category offsets
+# (`CategoryFeed.loss_terms`): it needs every item's score, so only the exact losses of ``train.loss`` train them.
+EXACT_LOSS_FEEDS: tuple[str, ...] = ("factorised", "prior")
 
 
 class CategoryFeed(nn.Module):

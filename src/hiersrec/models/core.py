@@ -45,9 +45,9 @@ from hiersrec.bounds import check_bounds
 from hiersrec.data.batching import SessionBatch
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.errors import ConfigError, DataError
-from hiersrec.models._chunked_softmax import softmax_cross_entropy_sum
 from hiersrec.models._transformer import CausalBlock, NextClickCases, align_left, init_weights
 from hiersrec.models.base import ItemQuery
+from hiersrec.models.item_loss import ItemLoss
 
 # Shapes: B batch, T positions, N training targets, D d_model, V items incl. PAD.
 
@@ -90,8 +90,8 @@ class COREOutput:
     """Training output (the training loop reads these names).
 
     Attributes:
-        loss: mean cross-entropy over the N targets (the same as ``item_loss``).
-        item_loss: next-item cross-entropy over all items.
+        loss: the mean next-item loss over the N targets (the same as ``item_loss``).
+        item_loss: the next-item loss (`ItemLoss`; by default the cross-entropy over all items).
         category_loss: 0 (CORE has no category task).
         item_query: (N, D) unit session vectors divided by tau, at the target positions.
         target_items: (N,) the next items.
@@ -114,6 +114,7 @@ class CORE(nn.Module):
 
     name: ClassVar[str] = "core"
     config_class: ClassVar[type] = COREConfig
+    item_loss: ItemLoss = ItemLoss()  # the training loop sets the run's (`hiersrec.train.loop`)
 
     def __init__(self, config: COREConfig) -> None:
         super().__init__()
@@ -190,19 +191,9 @@ class CORE(nn.Module):
         return _query(sessions[cases.selected]), cases.targets
 
     def forward(self, batch: SessionBatch, target_mask: torch.Tensor | None = None) -> COREOutput:
-        """Cross-entropy of ``cos / tau`` scores at every target position of whole sessions."""
+        """The next-item loss of ``cos / tau`` scores (``item_loss``: by default the cross-entropy over all items)."""
         query, targets = self.encode_positions(batch, target_mask)
-        device_type = targets.device.type
-        autocast = torch.is_autocast_enabled(device_type)
-        compute_dtype = torch.get_autocast_dtype(device_type) if autocast else torch.float32
-        with torch.autocast(device_type, enabled=False):
-            total = softmax_cross_entropy_sum(
-                query.vectors.float(),
-                self.item_table().float(),
-                targets,
-                chunk_size=self.config.loss_chunk,
-                compute_dtype=compute_dtype,
-            )
+        total = self.item_loss(query.vectors, self.item_table(), targets, chunk_size=self.config.loss_chunk)
         loss = total / max(targets.numel(), 1)
         return COREOutput(loss, loss, torch.zeros_like(loss), query.vectors, targets)
 

@@ -9,7 +9,9 @@ re-implementation (github.com/hidasib/GRU4Rec_PyTorch_Official, ``gru4rec_pytorc
   (``bpr_reg``) over ELU (``elu_param`` > 0) or linear scores. BPR-max ranks the target against the other
   targets of the mini-batch plus ``n_sample`` extra items shared by the whole batch and drawn with probability
   ~ popularity ** ``sample_alpha``; the softmax weighting the negatives leaves out the target's own column
-  only, exactly as the official code does. No "one random negative per example", no uniform sampling.
+  only, exactly as the official code does. No "one random negative per example", no uniform sampling. The
+  cross-entropy is the run's ``train.loss`` (`hiersrec.models.item_loss`: by default over all items); BPR-max
+  is a sampled loss of its own, so with it ``train.loss`` stays "auto".
 * **Input options**: ``constrained_embedding`` (the default, which the official code recommends for
   cross-entropy): the output item vectors are also the GRU's inputs; ``embedding = d``: a separate learned
   input table of width d; ``embedding = 0`` without constrained embedding: no embedding layer at all, the
@@ -70,9 +72,9 @@ from hiersrec.bounds import check_bounds
 from hiersrec.data.batching import SessionBatch
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.errors import ConfigError, DataError
-from hiersrec.models._chunked_softmax import softmax_cross_entropy_sum
 from hiersrec.models._transformer import NextClickCases, align_left
 from hiersrec.models.base import ItemQuery
+from hiersrec.models.item_loss import ItemLoss
 
 # Shapes: B batch, T positions, N training targets, D d_model, V items incl. PAD, S sampled negatives.
 
@@ -125,7 +127,8 @@ class GRU4RecOutput:
 
     Attributes:
         loss: the mean loss over the N targets (the same as ``item_loss``).
-        item_loss: cross-entropy over all items, or BPR-max over the sampled negatives.
+        item_loss: the cross-entropy (`ItemLoss`, ``train.loss``: by default over all items), or BPR-max over
+            the sampled negatives.
         category_loss: 0 (GRU4Rec has no category task).
         item_query: (N, D + 1) GRU states at the target positions, with a 1 for the output bias.
         target_items: (N,) the next items.
@@ -183,6 +186,7 @@ class GRU4Rec(nn.Module):
 
     name: ClassVar[str] = "gru4rec"
     config_class: ClassVar[type] = GRU4RecConfig
+    item_loss: ItemLoss = ItemLoss()  # "cross-entropy": the training loop sets the run's (`hiersrec.train.loop`)
 
     def __init__(self, config: GRU4RecConfig) -> None:
         super().__init__()
@@ -276,19 +280,10 @@ class GRU4Rec(nn.Module):
     def forward(self, batch: SessionBatch, target_mask: torch.Tensor | None = None) -> GRU4RecOutput:
         """The loss at every target position of whole sessions (see `encode_positions`)."""
         query, targets = self.encode_positions(batch, target_mask)
-        device_type = targets.device.type
-        autocast = torch.is_autocast_enabled(device_type)
-        compute_dtype = torch.get_autocast_dtype(device_type) if autocast else torch.float32
-        with torch.autocast(device_type, enabled=False):
-            if self.config.loss == "cross-entropy":
-                total = softmax_cross_entropy_sum(
-                    query.vectors.float(),
-                    self.output_table().float(),
-                    targets,
-                    chunk_size=self.config.loss_chunk,
-                    compute_dtype=compute_dtype,
-                )
-            else:
+        if self.config.loss == "cross-entropy":
+            total = self.item_loss(query.vectors, self.output_table(), targets, chunk_size=self.config.loss_chunk)
+        else:
+            with torch.autocast(targets.device.type, enabled=False):  # float32 under bf16, like the other losses
                 total = self._bpr_max_sum(query.vectors.float(), targets)
         loss = total / max(targets.numel(), 1)
         return GRU4RecOutput(loss, loss, torch.zeros_like(loss), query.vectors, targets)

@@ -22,8 +22,10 @@ Deviation from the paper's sketch: the feed FFN is residual (``q = h + FFN(...)`
 the flat model and learns what the category prediction adds; this trains more stably.
 
 The loss is written twice: `reference_item_loss` spells it out with the (N, V) logits in memory, as one
-reads it in the paper; training runs `hiersrec.models._chunked_softmax`, which computes the same value and
-gradients without ever holding those logits (a test checks that they agree).
+reads it in the paper; training runs the run's `hiersrec.models.item_loss.ItemLoss`, by default ("auto") the
+same value and gradients, for large catalogues without ever holding those logits (a test checks that they
+agree). The sampled losses of ``train.loss`` ("sampled", "gbce") train the feeds whose loss is a softmax over
+every item ("concat", "expected", "none"); "factorised" and "prior" need the exact ones.
 """
 
 from __future__ import annotations
@@ -43,10 +45,10 @@ from hiersrec.data.batching import SessionBatch
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.text import SENTENCE_EMBEDDING_DIM, hashed_token_bags, sentence_embeddings
 from hiersrec.errors import ConfigError, DataError
-from hiersrec.models._chunked_softmax import softmax_cross_entropy_sum
 from hiersrec.models._transformer import CausalBlock, NextClickCases, init_weights
 from hiersrec.models.base import ItemQuery, item_query_scores
 from hiersrec.models.category_feed import CATEGORY_FEEDS, CategoryFeed, CategoryFeedName
+from hiersrec.models.item_loss import ItemLoss
 
 # Shapes: B batch, T positions, N training targets, D d_model, D' item query width (D, +1 with item_bias),
 # V items incl. PAD, C categories incl. PAD.
@@ -278,6 +280,7 @@ class HierSRec(nn.Module):
 
     name: ClassVar[str] = "hiersrec"
     config_class: ClassVar[type] = HierSRecConfig
+    item_loss: ItemLoss = ItemLoss()  # the training loop sets the run's (`hiersrec.train.loop`)
 
     def __init__(self, config: HierSRecConfig, features: ItemFeatures) -> None:
         super().__init__()
@@ -454,22 +457,16 @@ class HierSRec(nn.Module):
         return self._heads(states[cases.selected], dropout), cases.targets
 
     def _item_loss(self, query: ItemQuery, target_items, target_categories, category_loss) -> torch.Tensor:
-        # The fast kernel; `reference_item_loss` is the same loss written plainly.
-        device_type = target_items.device.type
-        autocast = torch.is_autocast_enabled(device_type)
-        compute_dtype = torch.get_autocast_dtype(device_type) if autocast else torch.float32
+        # The run's loss (`reference_item_loss` is the exact one written plainly).
         target_groups, group_bias = self.category_feed.loss_terms(query.category_logits, target_categories)
-        with torch.autocast(device_type, enabled=False):
-            total = softmax_cross_entropy_sum(
-                query.vectors.float(),
-                self.item_output_embeddings().float(),
-                target_items,
-                item_groups=self.features_item_category,
-                target_groups=target_groups,
-                group_bias=group_bias,
-                chunk_size=self.config.loss_chunk,
-                compute_dtype=compute_dtype,
-            )
+        # The output items are encoded in float32 even under bf16 autocast: the loss reads them in float32, and
+        # their encoder's projection would otherwise round them to bf16 first.
+        with torch.autocast(target_items.device.type, enabled=False):
+            table = self.item_output_embeddings()
+        total = self.item_loss(
+            query.vectors, table, target_items, chunk_size=self.config.loss_chunk,
+            item_groups=self.features_item_category, target_groups=target_groups, group_bias=group_bias,
+        )  # fmt: skip
         item_loss = total / max(target_items.numel(), 1)
         # Factorised: -log P(i) = -log P(c(i)) - log P(i | c(i)).
         return item_loss + category_loss if self.category_feed.normalises_within_category else item_loss
@@ -480,7 +477,7 @@ class HierSRec(nn.Module):
         ``score`` is the full-ranking score (`score_query`), so this is the cross-entropy of the distribution
         the model ranks by: for "factorised" the scores are already log-probabilities (``log P(c) + log P(i |
         c)``), and the softmax leaves them unchanged. It holds the (N, V) logits in memory; training uses the
-        chunked kernel instead (`_item_loss`, equal up to float rounding).
+        run's `ItemLoss` instead (`_item_loss`; by default equal up to float rounding).
         """
         table = self.item_output_embeddings().float().T  # (D', V)
         scores = item_query_scores(query, table, self.features_item_category)

@@ -2,9 +2,10 @@
 
 Item embeddings plus learned position embeddings go through a stack of causal self-attention blocks; the state
 at a click scores every item by its inner product with the item embeddings (the input table, tied, as in the
-paper). Following Klenitskiy & Vasilev (RecSys 2023, "gSASRec"/"SASRec+"), the loss is the cross-entropy over
+paper). Following Klenitskiy & Vasilev (RecSys 2023, "SASRec+"), the loss is the cross-entropy over
 *all* items at every position instead of the paper's binary loss with one sampled negative: it is the variant
-that matches or beats BERT4Rec in their comparison, and it is the harness's own full-softmax kernel.
+that matches or beats BERT4Rec in their comparison, and it is the harness's default (``train.loss``, see
+`hiersrec.models.item_loss`, also offers gSASRec's generalised BCE and a sampled softmax).
 
 Deviations from the paper's reference code, each deliberate:
 
@@ -32,9 +33,9 @@ from hiersrec.bounds import check_bounds
 from hiersrec.data.batching import SessionBatch
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.errors import ConfigError, DataError
-from hiersrec.models._chunked_softmax import softmax_cross_entropy_sum
 from hiersrec.models._transformer import CausalBlock, NextClickCases, align_left, init_weights
 from hiersrec.models.base import ItemQuery, item_query_scores
+from hiersrec.models.item_loss import ItemLoss
 
 # Shapes: B batch, T positions, N training targets, D d_model, V items incl. PAD.
 
@@ -69,8 +70,8 @@ class SASRecOutput:
     """Training output: the loss and what it came from (the training loop reads these names).
 
     Attributes:
-        loss: mean cross-entropy over the N targets (the same as ``item_loss``).
-        item_loss: next-item cross-entropy over all items.
+        loss: the mean next-item loss over the N targets (the same as ``item_loss``).
+        item_loss: the next-item loss (`ItemLoss`; by default the cross-entropy over all items).
         category_loss: 0 (SASRec has no category task).
         item_query: (N, D) states at the target positions.
         target_items: (N,) the next items.
@@ -93,6 +94,7 @@ class SASRec(nn.Module):
 
     name: ClassVar[str] = "sasrec"
     config_class: ClassVar[type] = SASRecConfig
+    item_loss: ItemLoss = ItemLoss()  # the training loop sets the run's (`hiersrec.train.loop`)
 
     def __init__(self, config: SASRecConfig, item_category: torch.Tensor) -> None:
         super().__init__()
@@ -147,19 +149,9 @@ class SASRec(nn.Module):
         return ItemQuery(vectors=states, category_logits=states.new_zeros((states.shape[0], 0)))
 
     def forward(self, batch: SessionBatch, target_mask: torch.Tensor | None = None) -> SASRecOutput:
-        """Cross-entropy over all items at every position of whole sessions (see `encode_positions`)."""
+        """The next-item loss (``item_loss``: by default the cross-entropy over all items) at every position."""
         query, target_items = self.encode_positions(batch, target_mask)
-        device_type = target_items.device.type
-        autocast = torch.is_autocast_enabled(device_type)
-        compute_dtype = torch.get_autocast_dtype(device_type) if autocast else torch.float32
-        with torch.autocast(device_type, enabled=False):
-            total = softmax_cross_entropy_sum(
-                query.vectors.float(),
-                self.items.weight.float(),
-                target_items,
-                chunk_size=self.config.loss_chunk,
-                compute_dtype=compute_dtype,
-            )
+        total = self.item_loss(query.vectors, self.items.weight, target_items, chunk_size=self.config.loss_chunk)
         loss = total / max(target_items.numel(), 1)
         return SASRecOutput(loss, loss, torch.zeros_like(loss), query.vectors, target_items)
 

@@ -26,10 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from hiersrec.config import TrainConfig
+from hiersrec.config import TrainConfig, check_item_loss
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
 from hiersrec.errors import ConfigError, TrainingDivergedError
+from hiersrec.models.item_loss import ItemLoss
 from hiersrec.progress import progress
 from hiersrec.train import distributed
 from hiersrec.train.batches import SessionWindows, iter_epoch
@@ -90,9 +91,17 @@ def train(
         on_epoch_end: called with each epoch's record after its checkpoint is written; an exception it raises
             stops training there (`hiersrec.search` prunes a trial this way).
 
+    The model trains with the next-item loss of ``cfg`` (``loss``, ``negatives``, ``gbce_t``), whose sampled
+    softmax corrects by the items' click counts in ``train_sessions``; it keeps that ``item_loss`` afterwards.
+
     Raises:
         TrainingDivergedError: the loss became NaN or infinite.
+        ConfigError: ``cfg.loss`` cannot train this model (`hiersrec.config.check_item_loss`).
     """
+    check_item_loss(model.config, cfg.loss)
+    model.item_loss = ItemLoss(
+        cfg.loss, negatives=cfg.negatives, gbce_t=cfg.gbce_t, item_counts=train_sessions.item_counts(catalog.n_items)
+    )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     world = distributed.world()
