@@ -20,9 +20,9 @@ from torch import nn
 
 from hiersrec.data.batching import SessionBatch
 from hiersrec.data.catalog import ItemCatalog
-from hiersrec.errors import ConfigError, DataError
+from hiersrec.errors import DataError
 from hiersrec.models._transformer import NextClickCases, align_left
-from hiersrec.models.base import ItemQuery
+from hiersrec.models.base import ItemQuery, load_weights
 from hiersrec.models.item_loss import ItemLoss
 
 
@@ -67,12 +67,7 @@ class SessionVectorModel(nn.Module):
         Raises:
             ConfigError: the state dict does not fit ``config``.
         """
-        try:
-            model = cls(config)
-            model.load_state_dict(state)
-        except RuntimeError as error:
-            raise ConfigError(f"the weights do not fit the configuration: {str(error).splitlines()[0]}") from error
-        return model.eval()
+        return load_weights(lambda: cls(config), state)
 
     def _session_vectors(self, items: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -14,16 +14,17 @@ import inspect
 import io
 import json
 import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from hiersrec.data.batching import SessionBatch
-from hiersrec.errors import ArtifactError, NotFittedError
+from hiersrec.errors import ArtifactError, ConfigError, NotFittedError
 from hiersrec.files import write_bytes_atomic, write_json_atomic
 
 FITTED_STATE = "fitted_state.npz"
@@ -279,3 +280,20 @@ def mask_padding(scores: torch.Tensor) -> torch.Tensor:
     """Set column 0 (padding) to -inf in place and return ``scores``."""
     scores[:, 0] = float("-inf")
     return scores
+
+
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
+
+
+def load_weights(build: Callable[[], ModuleT], state: Mapping[str, torch.Tensor]) -> ModuleT:
+    """The module ``build()`` makes, with ``state`` loaded, in eval mode (a neural model's ``from_state_dict``).
+
+    Raises:
+        ConfigError: the state dict does not fit the module (missing or unexpected keys, other shapes).
+    """
+    try:
+        model = build()
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ConfigError(f"the weights do not fit the configuration: {str(error).splitlines()[0]}") from error
+    return model.eval()

@@ -46,7 +46,7 @@ from hiersrec.data.batching import SessionBatch
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.errors import ConfigError, DataError
 from hiersrec.models._transformer import CausalBlock, NextClickCases, align_left, init_weights
-from hiersrec.models.base import ItemQuery
+from hiersrec.models.base import ItemQuery, load_weights
 from hiersrec.models.item_loss import ItemLoss
 
 # Shapes: B batch, T positions, N training targets, D d_model, V items incl. PAD.
@@ -147,12 +147,7 @@ class CORE(nn.Module):
         Raises:
             ConfigError: the state dict does not fit ``config``.
         """
-        try:
-            model = cls(config)
-            model.load_state_dict(state)
-        except RuntimeError as error:
-            raise ConfigError(f"the weights do not fit the configuration: {str(error).splitlines()[0]}") from error
-        return model.eval()
+        return load_weights(lambda: cls(config), state)
 
     def _click_logits(self, embedded: torch.Tensor) -> torch.Tensor:
         # (B, T) the weight logit of every click of left-aligned rows (CORE-trm's Transformer + linear layer).

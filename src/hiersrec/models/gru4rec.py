@@ -73,7 +73,7 @@ from hiersrec.data.batching import SessionBatch
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.errors import ConfigError, DataError
 from hiersrec.models._transformer import NextClickCases, align_left
-from hiersrec.models.base import ItemQuery
+from hiersrec.models.base import ItemQuery, load_weights
 from hiersrec.models.item_loss import ItemLoss
 
 # Shapes: B batch, T positions, N training targets, D d_model, V items incl. PAD, S sampled negatives.
@@ -230,12 +230,7 @@ class GRU4Rec(nn.Module):
         Raises:
             ConfigError: the state dict does not fit ``config``.
         """
-        try:
-            model = cls(config)
-            model.load_state_dict(state)
-        except RuntimeError as error:
-            raise ConfigError(f"the weights do not fit the configuration: {str(error).splitlines()[0]}") from error
-        return model.eval()
+        return load_weights(lambda: cls(config), state)
 
     def output_table(self) -> torch.Tensor:
         """(V, D + 1) item output vectors with the output bias as the last column (row 0 is padding)."""

@@ -46,7 +46,7 @@ from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.text import SENTENCE_EMBEDDING_DIM, hashed_token_bags, sentence_embeddings
 from hiersrec.errors import ConfigError, DataError
 from hiersrec.models._transformer import CausalBlock, NextClickCases, init_weights
-from hiersrec.models.base import ItemQuery, item_query_scores
+from hiersrec.models.base import ItemQuery, item_query_scores, load_weights
 from hiersrec.models.category_feed import CATEGORY_FEEDS, CategoryFeed, CategoryFeedName
 from hiersrec.models.item_loss import ItemLoss
 
@@ -331,13 +331,10 @@ class HierSRec(nn.Module):
             ConfigError: the state dict does not fit ``config`` (missing or unexpected keys, other shapes).
         """
         try:
-            model = cls(config, ItemFeatures.from_state_dict(state))
-            model.load_state_dict(state)
+            features = ItemFeatures.from_state_dict(state)
         except KeyError as error:
             raise ConfigError(f"the weights lack the item features ({error.args[0]})") from error
-        except RuntimeError as error:
-            raise ConfigError(f"the weights do not fit the configuration: {str(error).splitlines()[0]}") from error
-        return model.eval()
+        return load_weights(lambda: cls(config, features), state)
 
     # -- encoder ---------------------------------------------------------------------------------------------
 

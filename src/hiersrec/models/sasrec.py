@@ -34,7 +34,7 @@ from hiersrec.data.batching import SessionBatch
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.errors import ConfigError, DataError
 from hiersrec.models._transformer import CausalBlock, NextClickCases, align_left, init_weights
-from hiersrec.models.base import ItemQuery, item_query_scores
+from hiersrec.models.base import ItemQuery, item_query_scores, load_weights
 from hiersrec.models.item_loss import ItemLoss
 
 # Shapes: B batch, T positions, N training targets, D d_model, V items incl. PAD.
@@ -129,12 +129,7 @@ class SASRec(nn.Module):
         """
         if "item_category" not in state:
             raise ConfigError("the weights lack the item categories (item_category)")
-        try:
-            model = cls(config, state["item_category"])
-            model.load_state_dict(state)
-        except RuntimeError as error:
-            raise ConfigError(f"the weights do not fit the configuration: {str(error).splitlines()[0]}") from error
-        return model.eval()
+        return load_weights(lambda: cls(config, state["item_category"]), state)
 
     def _states(self, items: torch.Tensor, lengths: torch.Tensor, dropout: float) -> torch.Tensor:
         # (B, T, D) states of LEFT-padded items, realigned so that position j is the j-th real click.

@@ -42,12 +42,9 @@ def kth_largest(rows: torch.Tensor, values: torch.Tensor, n_rows: int, k: int) -
         >>> kth_largest(torch.tensor([0, 0, 0, 1]), torch.tensor([3.0, 1.0, 2.0, 5.0]), 2, 2).tolist()
         [2.0, -inf]
     """
-    counts = torch.bincount(rows, minlength=n_rows)
-    width = int(counts.max()) if rows.numel() else 0
-    order = torch.argsort(rows, stable=True)
-    column = torch.arange(rows.numel()) - (counts.cumsum(0) - counts)[rows[order]]
+    row, order, column, width = _row_slots(rows, n_rows)
     table = torch.full((n_rows, width), NEG_INF)
-    table[rows[order], column] = values[order].float()
+    table[row, column] = values[order].float()
     return kth_largest_per_row(table, k)
 
 
@@ -67,11 +64,18 @@ def flat_rows(rows: list[torch.Tensor], ids: list[torch.Tensor], scores: list[to
     """Flat (row, id, score) entries -> (B, W) id and score buffers, padded with (0, -inf)."""
     if not rows:
         return torch.zeros((n_rows, 0), dtype=torch.int64), torch.zeros((n_rows, 0))
-    row, order = torch.sort(torch.cat(rows), stable=True)
-    counts = torch.bincount(row, minlength=n_rows)
-    column = torch.arange(row.numel()) - (counts.cumsum(0) - counts)[row]
-    id_buffer = torch.zeros((n_rows, int(counts.max())), dtype=torch.int64)
-    score_buffer = torch.full((n_rows, int(counts.max())), NEG_INF)
+    row, order, column, width = _row_slots(torch.cat(rows), n_rows)
+    id_buffer = torch.zeros((n_rows, width), dtype=torch.int64)
+    score_buffer = torch.full((n_rows, width), NEG_INF)
     id_buffer[row, column] = torch.cat(ids)[order]
     score_buffer[row, column] = torch.cat(scores)[order].float()
     return id_buffer, score_buffer
+
+
+def _row_slots(rows: torch.Tensor, n_rows: int):
+    # Where flat entries go in a (n_rows, width) table, in their order within each row: the sorted rows, the
+    # order that sorts them, each entry's column, and the width (the most entries of one row).
+    row, order = torch.sort(rows, stable=True)
+    counts = torch.bincount(row, minlength=n_rows)
+    column = torch.arange(row.numel()) - (counts.cumsum(0) - counts)[row]
+    return row, order, column, int(counts.max()) if row.numel() else 0
