@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from hiersrec_common import DATASETS, REPO, resolve
-from reporting import header_lines, results_header, sibling, write_results
+from reporting import header_lines, paired_cells, results_header, sibling, write_results
 
 VARIANTS = {
     "hierarchical": [],
@@ -261,12 +261,7 @@ def markdown(summary: dict[str, dict[str, Any]], settings: dict[str, Any]) -> st
             "|---|---|---:|---:|---|---:|---|---:|",
         ]
         for name, row in paired:
-            mrr, hr = row["mrr@20"], row["hr@20"]
-            lines.append(
-                f"| {name} | {row['split']} | {row['seed']} | {100 * mrr['difference']:+.2f} | "
-                f"{100 * mrr['ci'][0]:+.2f} .. {100 * mrr['ci'][1]:+.2f} | {100 * hr['difference']:+.2f} | "
-                f"{100 * hr['ci'][0]:+.2f} .. {100 * hr['ci'][1]:+.2f} | {row['wilcoxon_p']:.2g} |"
-            )
+            lines.append(f"| {name} | {row['split']} | {row['seed']} | {paired_cells(row)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -157,7 +157,9 @@ for index in range(wanted):
     interaction = next(iterator).to(config["device"])
     fetched = time.perf_counter()
     optimizer.zero_grad()
-    loss = model.calculate_loss(interaction)
+    # bf16: what RecBole's own enable_amp does on a CPU (torch.autocast's CPU default is bfloat16).
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=job["precision"] == "bf16"):
+        loss = model.calculate_loss(interaction)
     if torch.isnan(loss):
         raise ValueError(f"NaN loss at batch {index}")
     loss.backward()
@@ -209,6 +211,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=64, help="hiersrec model.d_model = RecBole hidden/embedding size")
     parser.add_argument("--batch", type=int, default=512, help="RecBole train_batch_size, hiersrec batch_targets")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of both toolkits")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="both toolkits: fp32, or bf16 autocast (hiersrec train.precision; RecBole as its enable_amp on a CPU)",
+    )
     parser.add_argument("--recbole-python", default="/work/recbole-venv/bin/python", help="python with RecBole 1.2.1")
     parser.add_argument("--recbole-batches", type=int, default=30, help="timed RecBole batches (0: the whole epoch)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed RecBole batches before the timed ones")
@@ -353,6 +361,7 @@ def measure_hiersrec(args: argparse.Namespace, model: str) -> dict[str, Any]:
         "train.device=cpu",
         "train.show_progress=false",
         "train.lr=0.001",
+        f"train.precision={args.precision}",
         f"train.seed={args.seed}",
         *args.overrides,
     ]
@@ -382,7 +391,7 @@ def measure_recbole(args: argparse.Namespace, model: str) -> dict[str, Any]:
     job = {
         "model": model_class, "dataset": DATASET_NAME, "config": recbole_config(args, params),
         "threads": args.threads, "batches": args.recbole_batches, "warmup": args.warmup,
-        "result": str(folder / "result.json"),
+        "precision": args.precision, "result": str(folder / "result.json"),
     }  # fmt: skip
     job_path = folder / "job.json"
     job_path.write_text(json.dumps(job, indent=1))
@@ -412,6 +421,17 @@ def compare(h: dict[str, Any], r: dict[str, Any], threads: int) -> dict[str, Any
     }
 
 
+def precision_note(precision: str) -> str:
+    """How both sides computed, in words."""
+    if precision == "fp32":
+        return "fp32 on both sides"
+    return (
+        "bf16 on both sides: hiersrec `train.precision=bf16` (its bf16 autocast), RecBole's "
+        "`calculate_loss` under `torch.autocast('cpu', dtype=torch.bfloat16)`, what RecBole's `enable_amp` does "
+        "on a CPU"
+    )
+
+
 def how_measured(args: argparse.Namespace) -> str:
     if args.recbole_batches == 0:
         recbole = "RecBole's seconds per epoch are one whole timed epoch (not extrapolated)"
@@ -429,6 +449,7 @@ def how_measured(args: argparse.Namespace) -> str:
         "never two at once. hiersrec's seconds per epoch are the `train_seconds` of whole epochs of its real "
         f"training entry point (`hiersrec.train.run.fit_run`, {args.hiersrec_epochs} epoch(s), "
         f"`train.batch_targets={args.batch}`, no validation pass), read from the run's `train_log.jsonl`. "
+        f"Precision {precision_note(args.precision)}. "
         f"{recbole}. RecBole {RECBOLE_VERSION} ran from its own virtual environment on atomic files written from "
         "the same sessions (`session_id:token item_id:token timestamp:float`, the timestamp a click's position in "
         "the file, and an `.item` file of every catalogue item), with its sequential dataset's prefix "
@@ -518,7 +539,8 @@ def main(argv: list[str] | None = None) -> None:
         "data": args.data, "split": args.split, "max_sessions": args.max_sessions,
         "sessions": int(sessions.n_sessions), "clicks": int(sessions.n_clicks),
         "targets": int((sessions.lengths - 1).clip(min=0).sum()), "width": args.width, "batch": args.batch,
-        "threads": args.threads, "cpu_count": os.cpu_count(), "recbole_batches": args.recbole_batches,
+        "threads": args.threads, "precision": args.precision, "cpu_count": os.cpu_count(),
+        "recbole_batches": args.recbole_batches,
         "warmup": args.warmup, "hiersrec_epochs": args.hiersrec_epochs, "seed": args.seed,
         "recbole_python": args.recbole_python, "recbole_files_seconds": exported["seconds"],
     }  # fmt: skip
@@ -529,7 +551,7 @@ def main(argv: list[str] | None = None) -> None:
         "differences": DIFFERENCES,
         "models": rows,
     }
-    stem = resolve_stem(args.out, "recbole_speed", f"{name}-w{args.width}-b{args.batch}")
+    stem = resolve_stem(args.out, "recbole_speed", f"{name}-w{args.width}-b{args.batch}-{args.precision}")
     body = markdown(payload, args)
     title = f"Training seconds per epoch: hiersrec vs RecBole {RECBOLE_VERSION} on {name}"
     for path in write_results(stem, header, payload, title, body):

@@ -62,6 +62,17 @@ def header_lines(values: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def paired_cells(comparison: Mapping[str, Any], k: int = 20) -> str:
+    """Markdown cells of a paired test (`hiersrec.eval.significance.compare`), in %:
+    ``MRR@k diff | 99% CI | HR@k diff | 99% CI | Wilcoxon p``."""
+    mrr, hr = comparison[f"mrr@{k}"], comparison[f"hr@{k}"]
+    return (
+        f"{100 * mrr['difference']:+.2f} | {100 * mrr['ci'][0]:+.2f} .. {100 * mrr['ci'][1]:+.2f} | "
+        f"{100 * hr['difference']:+.2f} | {100 * hr['ci'][0]:+.2f} .. {100 * hr['ci'][1]:+.2f} | "
+        f"{comparison['wilcoxon_p']:.2g}"
+    )
+
+
 def results_stem(benchmark: str, label: str, *, directory: Path = RESULTS, day: dt.date | None = None) -> Path:
     """``directory/<benchmark>-<label>-<YYYY-MM-DD>``, with ``-2``, ``-3``, ... when files of that stem exist.
 

@@ -139,3 +139,58 @@ def test_truncated_bptt_trains_a_click_through_its_own_step_only(tiny_shop, trun
     assert grads[20].abs().sum() > 0  # the input of the last step
     earlier = grads[[3, 9, 14]].abs().sum()
     assert (earlier == 0) if truncated else (earlier > 0)
+
+
+def _official_truncated_states(model: GRU4Rec, items: torch.Tensor, masks: list) -> torch.Tensor:
+    # The official order of work: one click at a time for every layer, the state detached after each step.
+    config = model.config
+    batch, length = items.shape
+    hidden = [torch.zeros(batch, config.d_model) for _ in range(config.n_layers)]
+    table = model.input_items if config.embedding else model.output_items
+    outputs = []
+    for t in range(length):
+        previous = [h.detach() for h in hidden]
+        cells = list(model.cells)
+        if config.one_hot_input:
+            x = model.one_hot_layer(items[:, t], previous[0])
+        else:
+            x = F.embedding(items[:, t], table)
+            x = cells.pop(0)(x, previous[0])
+        x = x if masks[0] is None else x * masks[0][:, t]
+        hidden[0] = x
+        for layer, cell in enumerate(cells, start=1):
+            x = cell(x, previous[layer])
+            x = x if masks[layer] is None else x * masks[layer][:, t]
+            hidden[layer] = x
+        outputs.append(x)
+    return torch.stack(outputs, dim=1)
+
+
+@pytest.mark.parametrize("options", INPUT_OPTIONS.values(), ids=INPUT_OPTIONS.keys())
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_all_steps_at_once_equal_the_official_click_by_click_truncated_bptt(tiny_shop, options, dropout, monkeypatch):
+    options = {"n_layers": 2, **options, "dropout_p_hidden": dropout}
+    if options.get("constrained_embedding", True) is False and not options.get("embedding"):
+        options["dropout_p_embed"] = dropout  # one-hot input: the first layer's output is dropped like an input
+    model = _model(tiny_shop.catalog, **options).train()
+    items = torch.tensor([[3, 9, 14, 20, 27], [5, 6, 0, 0, 0], [11, 2, 8, 0, 0]])
+    torch.manual_seed(1)
+    masks = model._state_dropout_masks(items.shape)
+    assert all(m is None for m in masks) == (dropout == 0.0)
+    monkeypatch.setattr(model, "_state_dropout_masks", lambda shape: masks)
+    weights = torch.randn(3, 5, model.config.d_model)
+
+    fast = model._states(items)
+    (fast * weights).sum().backward()
+    fast_grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    official = _official_truncated_states(model, items, masks)
+    (official * weights).sum().backward()
+
+    torch.testing.assert_close(fast, official, rtol=1e-5, atol=1e-6)
+    official_grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    assert fast_grads.keys() == official_grads.keys() and fast_grads
+    for name, grad in official_grads.items():
+        torch.testing.assert_close(fast_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    with torch.no_grad():  # inference: the carried states alone, the same numbers
+        torch.testing.assert_close(model._states(items), official.detach(), rtol=1e-5, atol=1e-6)

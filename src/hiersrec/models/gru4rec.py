@@ -239,23 +239,90 @@ class GRU4Rec(nn.Module):
     def _states(self, items: torch.Tensor) -> torch.Tensor:
         # (B, T, D) top-layer states after each click of LEFT-ALIGNED rows (padding after the real clicks only
         # follows them, so it never reaches a real click's state).
+        config = self.config
+        inputs = None
+        if not config.one_hot_input:
+            table = self.input_items if config.embedding else self.output_items
+            inputs = F.dropout(F.embedding(items, table), config.dropout_p_embed, self.training)  # (B, T, in)
+        if torch.is_grad_enabled() and not config.truncated_bptt:
+            return self._states_through_time(items, inputs)
+        masks = self._state_dropout_masks(items.shape)
+        with torch.no_grad():
+            carried = self._carried_states(items, inputs, masks)
+        if not torch.is_grad_enabled():
+            return carried[-1]
+        # Truncated BPTT: the state after click t is cell(input t, state t-1) with state t-1 a constant, so every
+        # step of every layer takes its gradient at once from the carried states computed without one.
+        batch, length = items.shape
+        x = inputs
+        for layer, previous in enumerate(carried):
+            previous = F.pad(previous[:, :-1], (0, 0, 1, 0)).reshape(batch * length, -1)  # zero state at t = 0
+            if layer == 0 and config.one_hot_input:
+                state = self.one_hot_layer(items.reshape(-1), previous)
+            else:
+                state = self.cells[layer - int(config.one_hot_input)](x.reshape(batch * length, -1), previous)
+            x = state.view(batch, length, -1) if masks[layer] is None else state.view(batch, length, -1) * masks[layer]
+        return x
+
+    def _state_dropout_masks(self, shape: torch.Size) -> list[torch.Tensor | None]:
+        # One (B, T, D) scaled keep-mask per layer output (None: no dropout), the same for the carried states and
+        # the states that take the gradient. The one-hot first layer's output is the input, dropped like one.
+        masks: list[torch.Tensor | None] = []
+        for layer in range(self.config.n_layers):
+            rate = (
+                self.config.dropout_p_embed
+                if layer == 0 and self.config.one_hot_input
+                else self.config.dropout_p_hidden
+            )
+            if not self.training or rate == 0.0:
+                masks.append(None)
+                continue
+            keep = self.output_items.new_empty((*shape, self.config.d_model)).bernoulli_(1.0 - rate)
+            masks.append(keep.div_(1.0 - rate))
+        return masks
+
+    def _carried_states(
+        self, items: torch.Tensor, inputs: torch.Tensor | None, masks: list[torch.Tensor | None]
+    ) -> list[torch.Tensor]:
+        # (B, T, D) per layer: the (dropped-out) state after each click, as carried to the next click. A layer only
+        # needs the whole sequence of the layer below, so layers run one after another; a GRUCell layer whose
+        # states are not dropped runs as one fused GRU over the sequence.
+        config = self.config
+        batch, length = items.shape
+        x, carried = inputs, []
+        for layer in range(config.n_layers):
+            one_hot = layer == 0 and config.one_hot_input
+            cell = None if one_hot else self.cells[layer - int(config.one_hot_input)]
+            if cell is not None and masks[layer] is None:
+                weights = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
+                initial = x.new_zeros((1, batch, config.d_model))
+                x, _ = torch.gru(x, initial, weights, True, 1, 0.0, False, False, True)
+            else:
+                hidden, states = self.output_items.new_zeros((batch, config.d_model)), []
+                for t in range(length):
+                    hidden = self.one_hot_layer(items[:, t], hidden) if one_hot else cell(x[:, t], hidden)
+                    if masks[layer] is not None:
+                        hidden = hidden * masks[layer][:, t]
+                    states.append(hidden)
+                x = torch.stack(states, dim=1)
+            carried.append(x)
+        return carried
+
+    def _states_through_time(self, items: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor:
+        # Full backpropagation through the session: one click at a time, every state keeps its graph.
         config, training = self.config, self.training
         batch, length = items.shape
         hidden = [self.output_items.new_zeros((batch, config.d_model)) for _ in range(config.n_layers)]
-        if not config.one_hot_input:
-            table = self.input_items if config.embedding else self.output_items
-            inputs = F.dropout(F.embedding(items, table), config.dropout_p_embed, training)  # (B, T, in)
         outputs = []
         for t in range(length):
-            previous = [h.detach() for h in hidden] if config.truncated_bptt else hidden
             if config.one_hot_input:
-                x = F.dropout(self.one_hot_layer(items[:, t], previous[0]), config.dropout_p_embed, training)
+                x = F.dropout(self.one_hot_layer(items[:, t], hidden[0]), config.dropout_p_embed, training)
                 hidden[0] = x
             else:
                 x = inputs[:, t]
             first = int(config.one_hot_input)
             for layer, cell in enumerate(self.cells, start=first):
-                x = F.dropout(cell(x, previous[layer]), config.dropout_p_hidden, training)
+                x = F.dropout(cell(x, hidden[layer]), config.dropout_p_hidden, training)
                 hidden[layer] = x  # the dropped-out output is the carried state, as in the official code
             outputs.append(x)
         return torch.stack(outputs, dim=1)

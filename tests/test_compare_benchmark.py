@@ -1,0 +1,83 @@
+"""benchmarks/compare.py: every model in one table, tested once, paired tests, a rerun keeps finished jobs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hiersrec.artifact import load_artifact
+from hiersrec.data.ingest import open_dataset
+from hiersrec.data.storage import save_prepared
+from hiersrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
+from hiersrec.eval.protocol import evaluate
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def compare():
+    # benchmarks/ is a folder of scripts importing each other by name; the spawned job processes inherit the path.
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import compare as module
+
+        yield module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory) -> Path:
+    config = SyntheticShopConfig(n_items=120, n_categories=8, n_groups=2, n_sessions=600, seed=3)
+    return save_prepared(make_synthetic_shop(config), tmp_path_factory.mktemp("shop") / "prepared")
+
+
+def test_table_paired_tests_and_a_rerun_that_keeps_finished_jobs(compare, shop, tmp_path, capsys):
+    out, runs = tmp_path / "results" / "compare-shop", tmp_path / "runs"
+    common = ["--dataset", str(shop), "--seeds", "0,1", "--threads", "1", "--out", str(out), "--runs-dir", str(runs)]
+    neural = ["--set", "train.epochs=1", "--set", "model.d_model=16", "--set", "train.batch_targets=256"]
+    compare.main([*common, "--models", "stamp,spop", *neural])
+
+    records = [json.loads(line) for line in (out.parent / "compare-shop.jsonl").read_text().splitlines()]
+    assert sorted((r["model"], r["seed"]) for r in records) == [("spop", None), ("stamp", 0), ("stamp", 1)]
+    payload = json.loads((out.parent / "compare-shop.json").read_text())
+    summary = payload["summary"]
+    reference = payload["reference"]
+    assert reference == max(summary, key=lambda m: summary[m]["test"]["mrr@20"]["mean"])
+    other = "spop" if reference == "stamp" else "stamp"
+    # spop is one fit: it is paired with both stamp seeds, and each pair is over the same test cases.
+    assert len(payload["paired"][other]) == 2
+    assert set(payload["paired"]) == {other}
+
+    # The metrics read from the saved ranks are the evaluator's own for the same trained model.
+    stamp = next(r for r in records if r["model"] == "stamp" and r["seed"] == 1)
+    artifact, dataset = load_artifact(Path(runs) / "compare-shop" / "stamp-seed1"), open_dataset(str(shop))
+    report = evaluate(artifact.model, dataset.test, artifact.catalog, ks=(10, 20), protocol=dataset.default_protocol)
+    for key in ("hr@20", "mrr@20", "ndcg@10"):
+        assert stamp["test"][key] == pytest.approx(report.metrics[key], abs=1e-6)
+    assert np.load(stamp["ranks"]).size == report.n_cases == stamp["test_cases"]
+    assert stamp["epochs_run"] == 1 and stamp["epoch_seconds"] > 0 and stamp["peak_train_rss_gib"] > 0
+    markdown = (out.parent / "compare-shop.md").read_text()
+    assert "| stamp | train | 2 |" in markdown and "| spop | fit | 1 |" in markdown
+
+    # Run again with one model more: the three finished jobs are kept, only pop runs.
+    capsys.readouterr()
+    compare.main([*common, "--models", "stamp,spop,pop", *neural])
+    assert "4 jobs, 3 already in compare-shop.jsonl" in capsys.readouterr().out
+    records = [json.loads(line) for line in (out.parent / "compare-shop.jsonl").read_text().splitlines()]
+    assert [r["model"] for r in records].count("pop") == 1 and len(records) == 4
+
+
+def test_bad_options_fail_before_anything_runs(compare, shop, tmp_path):
+    with pytest.raises(SystemExit, match="nothing to compare"):
+        compare.main(["--dataset", str(shop), "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="NAME:section.key=value"):
+        compare.main(
+            ["--dataset", str(shop), "--models", "stamp", "--model-set", "stamp", "--out", str(tmp_path / "y")]
+        )
+    with pytest.raises(Exception, match="no_such_model"):
+        compare.main(["--dataset", str(shop), "--models", "no_such_model", "--out", str(tmp_path / "z")])
