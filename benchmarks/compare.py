@@ -161,16 +161,19 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     record["fusion"] = (
         {"partner": fusion.partner, "rule": fusion.rule, "weight": fusion.weight} if fusion.enabled else None
     )
-    record.update(test_once(artifact, job["dataset"], work))
+    record.update(test_once(artifact, job["dataset"], work, job.get("source")))
     return record
 
 
-def test_once(artifact: Any, dataset_spec: str, work: Path) -> dict[str, Any]:
+def test_once(artifact: Any, dataset_spec: str, work: Path, source: str | None = None) -> dict[str, Any]:
     """Rank every test case once; save the ranks; the metrics follow from them."""
+    from hiersrec.artifact import check_compatible
     from hiersrec.data.ingest import open_dataset
     from hiersrec.eval.significance import case_ranks
 
     dataset = open_dataset(dataset_spec)
+    if source is not None:  # a saved run must come from this dataset (fingerprint and vocabulary)
+        check_compatible(artifact, dataset, source)
     started = time.perf_counter()
     ranks = case_ranks(
         artifact.model, dataset.test, artifact.catalog, protocol=dataset.default_protocol,

@@ -13,6 +13,7 @@ from hiersrec.artifact import load_artifact
 from hiersrec.data.ingest import open_dataset
 from hiersrec.data.storage import save_prepared
 from hiersrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
+from hiersrec.errors import ArtifactError
 from hiersrec.eval.protocol import evaluate
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -70,6 +71,12 @@ def test_table_paired_tests_and_a_rerun_that_keeps_finished_jobs(compare, shop, 
     assert "4 jobs, 3 already in compare-shop.jsonl" in capsys.readouterr().out
     records = [json.loads(line) for line in (out.parent / "compare-shop.jsonl").read_text().splitlines()]
     assert [r["model"] for r in records].count("pop") == 1 and len(records) == 4
+
+    # A saved run is evaluated only on the data it was trained on.
+    other = save_prepared(make_synthetic_shop(SyntheticShopConfig(n_sessions=300, seed=4)), tmp_path / "other")
+    saved = ["--run", f"stamp={runs / 'compare-shop' / 'stamp-seed0'}", "--out", str(tmp_path / "elsewhere")]
+    with pytest.raises(ArtifactError, match="fingerprint|vocabulary"):
+        compare.main(["--dataset", str(other), "--threads", "1", "--runs-dir", str(runs), *saved])
 
 
 def test_bad_options_fail_before_anything_runs(compare, shop, tmp_path):
