@@ -9,6 +9,9 @@ For one dataset (a name from ``hiersrec_common.DATASETS`` or a prepared / SR-GNN
 * **fitted models** (``--models`` too): fitted once on all training sessions with the hyperparameters tuned on
   validation by ``benchmarks/baselines.py`` (``--baselines``, its JSON; a model missing there keeps its
   defaults and is marked so);
+* ``--search-trials N``: instead, every trained or fitted model first runs the same Optuna search of N trials on
+  the validation tail (`hiersrec.search`: seeded TPE, trial 0 = the configuration above, neural trials pruned
+  by epoch, the study in the job's folder), then trains or fits its best configuration: one budget for all;
 * **existing runs** (``--run NAME=DIR,DIR,...``, e.g. the shipped preset's seeds): evaluated as saved.
 
 Each test evaluation ranks every test case's target against all items (the dataset's protocol, pessimistic
@@ -18,6 +21,11 @@ it seed by seed over the same test cases (`hiersrec.eval.significance.compare`: 
 and a Wilcoxon signed-rank test). Reported per model: mean +- std over seeds, the chosen epochs, training
 seconds per epoch (mean over the epochs run; fitted models: the fit), the peak resident memory of the
 process that trained it (every job runs in a fresh process, one after another) and the test evaluation seconds.
+
+``--valid-only`` never reads the test split: the table holds each job's validation figures (the selected epoch's
+HR / MRR / NDCG@20 on the validation tail; fitted models are then fitted on the head of the training sessions
+and ranked on the whole tail the same way) and no paired tests. Use it for
+choosing settings, then run the chosen ones without it.
 
 Jobs are appended to ``<out>.jsonl`` as they finish; running the same command again with the same ``--out``
 skips the finished jobs and continues an interrupted neural training from its checkpoint.
@@ -30,6 +38,7 @@ skips the finished jobs and continues an interrupted neural training from its ch
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import resource
@@ -58,8 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--model-set", action="append", default=[], metavar="NAME:key=value,...", help="overrides of one model"
     )
     parser.add_argument("--baselines", type=Path, help="baselines.py JSON with the tuned fitted models")
+    parser.add_argument(
+        "--search-trials", type=int, default=0, help="Optuna trials per model on validation first (0: none)"
+    )
     parser.add_argument("--run", action="append", default=[], metavar="NAME=DIR,DIR", help="evaluate saved runs")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of every job")
+    parser.add_argument("--valid-only", action="store_true", help="never read test: a table of validation figures")
     parser.add_argument("--out", type=Path, help="output stem; an existing one's finished jobs are kept")
     parser.add_argument("--runs-dir", type=Path, default=REPO / "benchmarks" / "work" / "runs")
     return parser.parse_args(argv)
@@ -90,7 +103,10 @@ def plan_jobs(args: argparse.Namespace, dataset: str, stem: Path) -> list[dict[s
 
     per_model, tuned = model_overrides(args.model_set), tuned_parameters(args.baselines)
     seeds = [int(seed) for seed in args.seeds.split(",")]
-    common = {"dataset": dataset, "threads": args.threads}
+    if args.search_trials < 0:
+        raise SystemExit("--search-trials must be >= 0")
+    common = {"dataset": dataset, "threads": args.threads, "search_trials": args.search_trials,
+              "valid_only": args.valid_only}  # fmt: skip
     jobs = []
     for name in (n for n in args.models.split(",") if n):
         model_class(name)  # an unknown name fails here, before anything runs
@@ -107,7 +123,7 @@ def plan_jobs(args: argparse.Namespace, dataset: str, stem: Path) -> list[dict[s
             params = tuned.get(name)
             overrides = [f"model.{k}={_text(v)}" for k, v in (params or {}).items()] + per_model.get(name, [])
             jobs.append({**common, "kind": "fit", "model": name, "seed": None, "overrides": overrides,
-                         "tuned": params is not None or not search_space(name)})  # fmt: skip
+                         "tuned": params is not None or args.search_trials > 0 or not search_space(name)})  # fmt: skip
     for entry in args.run:
         name, sep, dirs = entry.partition("=")
         if not sep or not dirs:
@@ -133,10 +149,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from hiersrec.artifact import load_artifact
     from hiersrec.config import load_config
     from hiersrec.data.ingest import open_dataset
+    from hiersrec.search import STUDY
     from hiersrec.train.run import TrainingData, fit_run
 
     work = Path(job["work_dir"])
-    record: dict[str, Any] = {key: job[key] for key in ("kind", "model", "seed")}
+    record: dict[str, Any] = {key: job[key] for key in ("kind", "model", "seed", "search_trials")}
     started = time.perf_counter()
     if job["kind"] == "saved":
         artifact = load_artifact(job["source"])
@@ -144,13 +161,32 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     else:
         config = load_config(model=job["model"], overrides=job["overrides"])
         data = TrainingData.from_prepared(open_dataset(job["dataset"]), config.data.valid_fraction)
-        resume = job["kind"] == "train" and (work / "checkpoint.pt").is_file()
-        if job["kind"] == "fit" and work.exists():
-            shutil.rmtree(work)  # a fit is redone whole: it has no checkpoint to continue
-        artifact, _ = fit_run(config, data, work, resume=resume)
+        if job["valid_only"] and job["kind"] == "fit":
+            # Fitted on the head and scored on the whole validation tail, as a neural model selects: no test.
+            data = dataclasses.replace(data, all_train=None)
+        trials = job["search_trials"]
+        if trials:  # an interrupted search continues from the study in its folder
+            resume = (work / STUDY).is_file()
+            artifact, _ = fit_run(config, data, work, tune_trials=trials, search="optuna")
+            record["search"] = artifact.metrics.get("tuning")
+        else:
+            resume = job["kind"] == "train" and (work / "checkpoint.pt").is_file()
+            if job["kind"] == "fit" and work.exists():
+                shutil.rmtree(work)  # a fit is redone whole: it has no checkpoint to continue
+            artifact, _ = fit_run(config, data, work, resume=resume)
         record.update(overrides=job["overrides"], valid=artifact.metrics.get("valid", {}), resumed=resume)
         if job["kind"] == "fit":
             record["tuned"] = job["tuned"]
+        else:  # the validation figures of every epoch, to see whether the budget was enough
+            lines = (work / "train_log.jsonl").read_text().splitlines()
+            record["valid_history"] = [
+                {k: v for k, v in json.loads(line).items() if k == "epoch" or k.startswith("valid_")} for line in lines
+            ]
+        if job["valid_only"] and job["kind"] == "fit":
+            from hiersrec.eval.significance import case_ranks
+
+            ranks = case_ranks(artifact.model, data.valid, data.catalog, protocol=data.protocol, batch_size=1024)
+            record["valid"] = metrics_from_ranks(ranks)
         del data
     record["peak_train_rss_gib"] = None if job["kind"] == "saved" else peak_rss_gib()
     record["train_wall_seconds"] = time.perf_counter() - started
@@ -161,7 +197,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     record["fusion"] = (
         {"partner": fusion.partner, "rule": fusion.rule, "weight": fusion.weight} if fusion.enabled else None
     )
-    record.update(test_once(artifact, job["dataset"], work, job.get("source")))
+    if not job["valid_only"]:
+        record.update(test_once(artifact, job["dataset"], work, job.get("source")))
     return record
 
 
@@ -211,24 +248,25 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Mean and std over seeds per model, with the mean cost figures."""
+def summarise(records: list[dict[str, Any]], split: str = "test") -> dict[str, dict[str, Any]]:
+    """Mean and std over seeds per model of the ``split`` metrics, with the mean cost figures."""
     summary: dict[str, dict[str, Any]] = {}
     for model in dict.fromkeys(r["model"] for r in records):
         runs = [r for r in records if r["model"] == model]
-        values = {k: np.array([r["test"][k] for r in runs]) for k in TABLE}
+        keys = [k for k in TABLE if all(k in r.get(split, {}) for r in runs)]
+        values = {k: np.array([r[split][k] for r in runs]) for k in keys}
         summary[model] = {
             "kind": runs[0]["kind"],
             "seeds": [r["seed"] for r in runs],
             "best_epochs": [r["best_epoch"] for r in runs],
-            "test": {
+            split: {
                 k: {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0}
                 for k, v in values.items()
             },  # fmt: skip
             "valid_mrr@20": _mean([r["valid"].get("mrr@20") for r in runs]),
             "epoch_seconds": _mean([r["epoch_seconds"] for r in runs]),
             "peak_train_rss_gib": _mean([r["peak_train_rss_gib"] for r in runs]),
-            "eval_seconds": _mean([r["eval_seconds"] for r in runs]),
+            "eval_seconds": _mean([r.get("eval_seconds") for r in runs]),
             "tuned": runs[0].get("tuned"),
         }
     return summary
@@ -260,24 +298,36 @@ def paired_tests(records: list[dict[str, Any]], reference: str) -> dict[str, lis
     return tests
 
 
-def markdown(summary: dict[str, dict[str, Any]], tests: dict[str, list], reference: str, settings: dict) -> str:
-    """The settings, the table (metrics in %, mean +- std), then the paired tests."""
+def markdown(
+    summary: dict[str, dict[str, Any]], tests: dict[str, list], reference: str, settings: dict, split: str = "test"
+) -> str:
+    """The settings, the table (metrics in %, mean +- std), then the paired tests (test only)."""
     lines = header_lines(settings)
-    lines += ["", f"## test (each model tested once; reference: {reference}, the best mean test MRR@20)", ""]
-    lines.append(
-        "| model | kind | seeds | " + " | ".join(TABLE) + " | vs best | epochs | s/epoch | peak GiB | eval s |"
-    )
-    lines.append("|---" * (len(TABLE) + 8) + "|")
-    for name, entry in sorted(summary.items(), key=lambda item: -item[1]["test"][REFERENCE_METRIC]["mean"]):
-        cells = [f"{100 * entry['test'][k]['mean']:.2f} ± {100 * entry['test'][k]['std']:.2f}" for k in TABLE]
+    if split == "test":
+        lines += ["", f"## test (each model tested once; reference: {reference}, the best mean test MRR@20)", ""]
+    else:
+        lines += ["", "## validation (the test split was not read)", ""]
+    keys = [k for k in TABLE if all(k in entry[split] for entry in summary.values())]
+    lines.append("| model | kind | seeds | " + " | ".join(keys) + " | vs best | epochs | s/epoch | peak GiB | eval s |")
+    lines.append("|---" * (len(keys) + 8) + "|")
+    for name, entry in sorted(summary.items(), key=lambda item: -item[1][split][REFERENCE_METRIC]["mean"]):
+        cells = [_percent(entry[split][k], len(entry["seeds"])) for k in keys]
         rows = tests.get(name, [])
-        mark = "best" if name == reference else f"{sum(r['worse'] for r in rows)}/{len(rows)} worse"
+        mark = (
+            "-"
+            if split != "test"
+            else "best"
+            if name == reference
+            else f"{sum(r['worse'] for r in rows)}/{len(rows)} worse"
+        )
         kind = entry["kind"] + ("" if entry["tuned"] in (None, True) else ", untuned")
         lines.append(
             f"| {name} | {kind} | {len(entry['seeds'])} | " + " | ".join(cells) + f" | {mark} | "
             f"{_cell(entry['best_epochs'])} | {_number(entry['epoch_seconds'], 1)} | "
             f"{_number(entry['peak_train_rss_gib'], 2)} | {_number(entry['eval_seconds'], 1)} |"
         )
+    if split != "test":
+        return "\n".join(lines) + "\n"
     lines += [
         "",
         f"## paired tests against {reference} (same test cases; 99% bootstrap intervals, Wilcoxon signed-rank)",
@@ -287,8 +337,19 @@ def markdown(summary: dict[str, dict[str, Any]], tests: dict[str, list], referen
     ]
     for name, rows in tests.items():
         for row in rows:
-            lines.append(f"| {name} | {row['seed']} | {row['reference_seed']} | {paired_cells(row)} |")
+            seeds = (_cell([row["seed"]]), _cell([row["reference_seed"]]))
+            lines.append(f"| {name} | {seeds[0]} | {seeds[1]} | {paired_cells(row)} |")
     return "\n".join(lines) + "\n"
+
+
+def _settings(entry: dict[str, Any]) -> tuple:
+    # What makes two runs of a (model, seed) the same: its overrides, its search budget, the saved run it reads.
+    return tuple(entry.get("overrides") or ()), entry.get("search_trials", 0), entry.get("source")
+
+
+def _percent(metric: dict[str, float], runs: int) -> str:
+    # mean +- std over the runs in %; a single run has no spread to show.
+    return f"{100 * metric['mean']:.2f}" + (f" ± {100 * metric['std']:.2f}" if runs > 1 else "")
 
 
 def _cell(values: list[Any]) -> str:
@@ -309,7 +370,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("nothing to compare: give --models and/or --run")
     log_path = sibling(out, ".jsonl")
     done = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.is_file() else []
-    finished = {(r["model"], r["seed"]) for r in done}
+    finished = {(r["model"], r["seed"]): r for r in done}
+    for job in jobs:  # a finished job is kept only when it ran what this command asks for
+        record = finished.get((job["model"], job["seed"]))
+        if record is not None and _settings(record) != _settings(job):
+            raise SystemExit(
+                f"{log_path} holds {job['model']} seed {job['seed']} run with other settings "
+                f"({_settings(record)} != {_settings(job)}); choose a new --out"
+            )
     todo = [job for job in jobs if (job["model"], job["seed"]) not in finished]
     print(f"{len(jobs)} jobs, {len(jobs) - len(todo)} already in {log_path.name}", flush=True)
     records = [r for r in done if any((r["model"], r["seed"]) == (j["model"], j["seed"]) for j in jobs)]
@@ -320,23 +388,27 @@ def main(argv: list[str] | None = None) -> None:
             records.append(record)
             log.write(json.dumps(record) + "\n")
             log.flush()
-            test = record["test"]
+            split = "valid" if args.valid_only else "test"
+            figures = record.get(split, {})
             print(f"{record['model']} seed {record['seed']}: epoch {record['best_epoch']}/{record['epochs_run']} "
-                  f"test HR@20 {100 * test['hr@20']:.2f} MRR@20 {100 * test['mrr@20']:.2f} "
-                  f"({record['eval_seconds']:.0f} s to rank)", flush=True)  # fmt: skip
-    summary = summarise(records)
-    reference = max(summary, key=lambda m: summary[m]["test"][REFERENCE_METRIC]["mean"])
-    tests = paired_tests(records, reference)
+                  f"{split} HR@20 {100 * figures.get('hr@20', float('nan')):.2f} "
+                  f"MRR@20 {100 * figures.get('mrr@20', float('nan')):.2f}", flush=True)  # fmt: skip
+    split = "valid" if args.valid_only else "test"
+    summary = summarise(records, split)
+    reference = max(summary, key=lambda m: summary[m][split][REFERENCE_METRIC]["mean"])
+    tests = {} if args.valid_only else paired_tests(records, reference)
     settings = {
         "dataset": name,
         "neural overrides": args.overrides,
         "model overrides": args.model_set,
         "tuned fitted models": str(args.baselines) if args.baselines else "none (defaults)",
+        "search trials per model": args.search_trials,
         "saved runs": args.run,
-        "protocol": "checkpoints and hyperparameters chosen on validation; test read once per job; full ranking, "
-        "pessimistic ties",
+        "protocol": "checkpoints and hyperparameters chosen on validation; "
+        + ("the test split never read" if args.valid_only else "test read once per job")
+        + "; full ranking, pessimistic ties",
     }
-    body = markdown(summary, tests, reference, settings)
+    body = markdown(summary, tests, reference, settings, split)
     payload = {**settings, "reference": reference, "summary": summary, "paired": tests, "runs": records}
     write_results(out, results_header(__file__, argv), payload, f"Every model on {name}", body)
     print(body)

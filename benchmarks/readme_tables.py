@@ -36,6 +36,7 @@ ABLATIONS = {
     "yoochoose1_64": "hiersrec_ablation-yoochoose1_64.json",
 }
 TEXT_ABLATION = "hiersrec_text-amazon-scientific.json"
+COMPARISON = "compare-diginetica-2026-12-01.json"
 
 BASELINE_NAMES = {  # results name -> README name, in table order
     "pop": "POP",
@@ -52,6 +53,15 @@ HIERSREC_NAMES = {
     "single": "HierSRec single-task (SASRec-like)",
     "flat": "HierSRec flat MTL",
     "hierarchical": "HierSRec hierarchical",
+}
+NEURAL_NAMES = {
+    "stamp": "STAMP",
+    "narm": "NARM",
+    "gru4rec": "GRU4Rec",
+    "sasrec": "SASRec",
+    "core": "CORE-trm",
+    "srgnn": "SR-GNN",
+    "hiersrec": "HierSRec preset (fused with VSTAN, refitted)",
 }
 TEXT_NAMES = {"notext": "none", "hashed": "hashed title tokens", "minilm": "frozen MiniLM embeddings"}
 SELECTION_METRIC = "mrr@20"  # every model was tuned or early-stopped on it
@@ -169,10 +179,39 @@ def text_table(results: Path) -> str:
     return markdown_table(head, ["---"] + ["---:"] * len(metrics), emphasise_best(rows))
 
 
+def comparison_table(results: Path) -> str:
+    """Every model of one `compare.py` run, best MRR@20 first, with its paired tests against the best."""
+    record = load(results, COMPARISON)
+    summary, reference = record["summary"], record["reference"]
+    names = {**BASELINE_NAMES, **NEURAL_NAMES}
+    order = sorted(summary, key=lambda model: -summary[model]["test"][SELECTION_METRIC]["mean"])
+    rows = []
+    for model in order:
+        entry = summary[model]
+        test = entry["test"]
+        tests = record["paired"].get(model, [])
+        verdict = "best" if model == reference else f"{sum(t['worse'] for t in tests)} of {len(tests)}"
+        single = len(entry["seeds"]) == 1  # one fit or one seed: no spread to show
+        metrics = [
+            percent(test[m]["mean"]) if single else mean_std(test[m]) for m in ("hr@20", SELECTION_METRIC, "ndcg@20")
+        ]
+        costs = [_figure(entry["epoch_seconds"], 1), _figure(entry["peak_train_rss_gib"], 2)]
+        rows.append([names.get(model, model), str(len(entry["seeds"])), *metrics, verdict, *costs,
+                     _figure(entry["eval_seconds"], 0)])  # fmt: skip
+    head = ["model", "runs", "HR@20", "MRR@20", "NDCG@20", "worse than the best (pairs)", "s/epoch (fit s)",
+            "train peak GiB", "eval s"]  # fmt: skip
+    return markdown_table(head, ["---", "---:", "---:", "---:", "---:", "---", "---:", "---:", "---:"], rows)
+
+
+def _figure(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
 TABLES: dict[str, Callable[[Path], str]] = {
     "diginetica-yoochoose": accuracy_table,
     "next-category": next_category_line,
     "amazon-scientific-text": text_table,
+    "compare-diginetica": comparison_table,
 }
 
 

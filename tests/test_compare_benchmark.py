@@ -62,6 +62,8 @@ def test_table_paired_tests_and_a_rerun_that_keeps_finished_jobs(compare, shop, 
         assert stamp["test"][key] == pytest.approx(report.metrics[key], abs=1e-6)
     assert np.load(stamp["ranks"]).size == report.n_cases == stamp["test_cases"]
     assert stamp["epochs_run"] == 1 and stamp["epoch_seconds"] > 0 and stamp["peak_train_rss_gib"] > 0
+    assert [h["epoch"] for h in stamp["valid_history"]] == [1]
+    assert stamp["valid_history"][0]["valid_mrr@20"] == pytest.approx(stamp["valid"]["mrr@20"])
     markdown = (out.parent / "compare-shop.md").read_text()
     assert "| stamp | train | 2 |" in markdown and "| spop | fit | 1 |" in markdown
 
@@ -71,6 +73,11 @@ def test_table_paired_tests_and_a_rerun_that_keeps_finished_jobs(compare, shop, 
     assert "4 jobs, 3 already in compare-shop.jsonl" in capsys.readouterr().out
     records = [json.loads(line) for line in (out.parent / "compare-shop.jsonl").read_text().splitlines()]
     assert [r["model"] for r in records].count("pop") == 1 and len(records) == 4
+
+    # Other settings for a finished job are refused, not silently mixed into the table.
+    changed = [arg.replace("train.epochs=1", "train.epochs=2") for arg in neural]
+    with pytest.raises(SystemExit, match="other settings"):
+        compare.main([*common, "--models", "stamp", *changed])
 
     # A saved run is evaluated only on the data it was trained on.
     other = save_prepared(make_synthetic_shop(SyntheticShopConfig(n_sessions=300, seed=4)), tmp_path / "other")
@@ -88,3 +95,32 @@ def test_bad_options_fail_before_anything_runs(compare, shop, tmp_path):
         )
     with pytest.raises(Exception, match="no_such_model"):
         compare.main(["--dataset", str(shop), "--models", "no_such_model", "--out", str(tmp_path / "z")])
+
+
+def test_one_search_budget_for_every_model(compare, shop, tmp_path):
+    pytest.importorskip("optuna")
+    out, runs = tmp_path / "compare-search", tmp_path / "runs"
+    compare.main(
+        ["--dataset", str(shop), "--models", "stamp,sr", "--search-trials", "2", "--set", "train.epochs=1",
+         "--set", "model.d_model=16", "--threads", "1", "--out", str(out), "--runs-dir", str(runs)]
+    )  # fmt: skip
+    records = {r["model"]: r for r in map(json.loads, (tmp_path / "compare-search.jsonl").read_text().splitlines())}
+    for model, record in records.items():
+        search = record["search"]
+        assert search["search"] == "optuna" and search["name"] == model and len(search["trials"]) == 2
+        assert (runs / "compare-search" / (model if model == "sr" else f"{model}-seed0") / "study.db").is_file()
+    assert "| sr | fit | 1 |" in (tmp_path / "compare-search.md").read_text()  # tuned by the search
+
+
+def test_valid_only_never_reads_the_test_split(compare, shop, tmp_path):
+    out, runs = tmp_path / "compare-valid", tmp_path / "runs"
+    compare.main(
+        ["--dataset", str(shop), "--models", "stamp,sr", "--valid-only", "--set", "train.epochs=1",
+         "--set", "model.d_model=16", "--threads", "1", "--out", str(out), "--runs-dir", str(runs)]
+    )  # fmt: skip
+    payload = json.loads((tmp_path / "compare-valid.json").read_text())
+    assert payload["paired"] == {} and set(payload["summary"]) == {"stamp", "sr"}
+    for record in payload["runs"]:
+        assert "test" not in record and "ranks" not in record and 0 < record["valid"]["mrr@20"] <= 1
+    assert not list(runs.rglob("test_ranks.npy"))
+    assert "## validation" in (tmp_path / "compare-valid.md").read_text()

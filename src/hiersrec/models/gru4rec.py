@@ -26,7 +26,11 @@ re-implementation (github.com/hidasib/GRU4Rec_PyTorch_Official, ``gru4rec_pytorc
 * **Hidden state** zero at every session start; sessions never leak into each other.
 * **Gradient through one step** (``truncated_bptt = True``): the official session-parallel training detaches
   the state after every step, so a click's loss trains the weights through that step only; the same happens
-  here. ``truncated_bptt = False`` backpropagates through the whole session instead.
+  here. Since no gradient crosses a step, the carried states are computed first without a graph (one fused
+  GRU over the sequence when they are not dropped out), and then every step of every layer is recomputed from
+  its carried input state in one batched call that takes the gradient: the same states and gradients as
+  stepping click by click with a detached state, without a Python step per click in the backward pass.
+  ``truncated_bptt = False`` backpropagates through the whole session instead (click by click).
 
 Session-parallel mini-batches vs whole-session rows. The official loop advances ``batch_size`` sessions by one
 click per step and takes an optimiser step each time. Here a training row is a whole session (the harness's

@@ -268,7 +268,9 @@ def _fit_closed_form(
     meta = {
         **_run_meta(config, data, fit_sessions),
         "device": "cpu",
-        "fitted_on": "all training sessions (the validation tail included)",
+        "fitted_on": "all training sessions (the validation tail included)"
+        if data.all_train is not None
+        else "the training sessions without the validation tail",
     }
     if tuning is None:  # nothing was chosen on a validation split
         meta["validation_split"] = None
