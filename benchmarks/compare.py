@@ -30,9 +30,9 @@ choosing settings, then run the chosen ones without it.
 Jobs are appended to ``<out>.jsonl`` as they finish; running the same command again with the same ``--out``
 skips the finished jobs and continues an interrupted neural training from its checkpoint.
 
-    python benchmarks/compare.py --dataset diginetica --models gru4rec,narm,stamp,sasrec,srgnn,core,vstan,stan \\
-        --seeds 0 --set train.epochs=4 --set train.precision=bf16 \\
-        --run hiersrec=runs/dgn-full,runs/dgn-seed1,runs/dgn-seed2 --out benchmarks/results/compare-diginetica-x
+    python benchmarks/compare.py --dataset prepared/diginetica --models gru4rec,sasrec,core,vstan,stan \\
+        --seeds 0,1,2 --set train.precision=bf16 --baselines benchmarks/results/baselines-diginetica.json \\
+        --run hiersrec=runs/dgn-full,runs/dgn-seed1,runs/dgn-seed2   # saved runs: trained on that same folder
 """
 
 from __future__ import annotations
@@ -149,6 +149,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from hiersrec.artifact import load_artifact
     from hiersrec.config import load_config
     from hiersrec.data.ingest import open_dataset
+    from hiersrec.eval.significance import case_ranks
     from hiersrec.search import STUDY
     from hiersrec.train.run import TrainingData, fit_run
 
@@ -161,8 +162,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     else:
         config = load_config(model=job["model"], overrides=job["overrides"])
         data = TrainingData.from_prepared(open_dataset(job["dataset"]), config.data.valid_fraction)
-        if job["valid_only"] and job["kind"] == "fit":
-            # Fitted on the head and scored on the whole validation tail, as a neural model selects: no test.
+        # valid-only: a fitted model is fitted on the head and ranked on the whole tail, as a neural model selects.
+        fit_on_head = job["valid_only"] and job["kind"] == "fit"
+        if fit_on_head:
             data = dataclasses.replace(data, all_train=None)
         trials = job["search_trials"]
         if trials:  # an interrupted search continues from the study in its folder
@@ -182,9 +184,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             record["valid_history"] = [
                 {k: v for k, v in json.loads(line).items() if k == "epoch" or k.startswith("valid_")} for line in lines
             ]
-        if job["valid_only"] and job["kind"] == "fit":
-            from hiersrec.eval.significance import case_ranks
-
+        if fit_on_head:
             ranks = case_ranks(artifact.model, data.valid, data.catalog, protocol=data.protocol, batch_size=1024)
             record["valid"] = metrics_from_ranks(ranks)
         del data
@@ -229,18 +229,14 @@ def test_once(artifact: Any, dataset_spec: str, work: Path, source: str | None =
 
 
 def metrics_from_ranks(ranks: np.ndarray) -> dict[str, float]:
-    """HR, MRR and NDCG at the cutoffs, from full-ranking ranks (1 = first)."""
+    """HR, MRR and NDCG at the cutoffs, from full-ranking ranks (1 = first), as the evaluator sums them."""
     import torch
 
-    from hiersrec.eval.metrics import hit_rate_at, ndcg_at, reciprocal_rank_at
+    from hiersrec.eval.metrics import MetricSums
 
-    tensor = torch.from_numpy(np.asarray(ranks, dtype=np.float32))
-    metrics = {}
-    for k in CUTOFFS:
-        metrics[f"hr@{k}"] = float(hit_rate_at(tensor, k).double().mean())
-        metrics[f"mrr@{k}"] = float(reciprocal_rank_at(tensor, k).double().mean())
-        metrics[f"ndcg@{k}"] = float(ndcg_at(tensor, k).double().mean())
-    return metrics
+    sums = MetricSums()
+    sums.add_ranks(torch.from_numpy(np.asarray(ranks, dtype=np.float32)), CUTOFFS)
+    return sums.means(int(np.size(ranks)))
 
 
 def peak_rss_gib() -> float:

@@ -13,7 +13,7 @@ from hiersrec.artifact import load_artifact
 from hiersrec.data.ingest import open_dataset
 from hiersrec.data.storage import save_prepared
 from hiersrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
-from hiersrec.errors import ArtifactError
+from hiersrec.errors import ArtifactError, ConfigError
 from hiersrec.eval.protocol import evaluate
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -93,7 +93,7 @@ def test_bad_options_fail_before_anything_runs(compare, shop, tmp_path):
         compare.main(
             ["--dataset", str(shop), "--models", "stamp", "--model-set", "stamp", "--out", str(tmp_path / "y")]
         )
-    with pytest.raises(Exception, match="no_such_model"):
+    with pytest.raises(ConfigError, match="no_such_model"):
         compare.main(["--dataset", str(shop), "--models", "no_such_model", "--out", str(tmp_path / "z")])
 
 

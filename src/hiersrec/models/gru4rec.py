@@ -265,7 +265,9 @@ class GRU4Rec(nn.Module):
                 state = self.one_hot_layer(items.reshape(-1), previous)
             else:
                 state = self.cells[layer - int(config.one_hot_input)](x.reshape(batch * length, -1), previous)
-            x = state.view(batch, length, -1) if masks[layer] is None else state.view(batch, length, -1) * masks[layer]
+            x = state.view(batch, length, -1)
+            if masks[layer] is not None:
+                x = x * masks[layer]
         return x
 
     def _state_dropout_masks(self, shape: torch.Size) -> list[torch.Tensor | None]:
