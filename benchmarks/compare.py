@@ -99,6 +99,7 @@ def tuned_parameters(path: Path | None) -> dict[str, dict[str, Any]]:
 
 def plan_jobs(args: argparse.Namespace, dataset: str, stem: Path) -> list[dict[str, Any]]:
     """One job per neural (model, seed), per fitted model and per saved run directory."""
+    from hiersrec.config import load_config
     from hiersrec.models import is_neural, model_class, search_space
 
     per_model, tuned = model_overrides(args.model_set), tuned_parameters(args.baselines)
@@ -118,7 +119,8 @@ def plan_jobs(args: argparse.Namespace, dataset: str, stem: Path) -> list[dict[s
                     *per_model.get(name, []),
                     f"train.seed={seed}",
                 ]
-                jobs.append({**common, "kind": "train", "model": name, "seed": seed, "overrides": overrides})
+                lr = load_config(model=name, overrides=overrides).train.lr  # the model's own default unless set
+                jobs.append({**common, "kind": "train", "model": name, "seed": seed, "overrides": overrides, "lr": lr})
         else:
             params = tuned.get(name)
             overrides = [f"model.{k}={_text(v)}" for k, v in (params or {}).items()] + per_model.get(name, [])
@@ -154,7 +156,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from hiersrec.train.run import TrainingData, fit_run
 
     work = Path(job["work_dir"])
-    record: dict[str, Any] = {key: job[key] for key in ("kind", "model", "seed", "search_trials")}
+    record: dict[str, Any] = {key: job.get(key) for key in ("kind", "model", "seed", "search_trials", "lr")}
     started = time.perf_counter()
     if job["kind"] == "saved":
         artifact = load_artifact(job["source"])
@@ -264,6 +266,7 @@ def summarise(records: list[dict[str, Any]], split: str = "test") -> dict[str, d
             "peak_train_rss_gib": _mean([r["peak_train_rss_gib"] for r in runs]),
             "eval_seconds": _mean([r.get("eval_seconds") for r in runs]),
             "tuned": runs[0].get("tuned"),
+            "lr": runs[0].get("lr"),
         }
     return summary
 
@@ -304,8 +307,10 @@ def markdown(
     else:
         lines += ["", "## validation (the test split was not read)", ""]
     keys = [k for k in TABLE if all(k in entry[split] for entry in summary.values())]
-    lines.append("| model | kind | seeds | " + " | ".join(keys) + " | vs best | epochs | s/epoch | peak GiB | eval s |")
-    lines.append("|---" * (len(keys) + 8) + "|")
+    lines.append(
+        "| model | kind | seeds | lr | " + " | ".join(keys) + " | vs best | epochs | s/epoch | peak GiB | eval s |"
+    )
+    lines.append("|---" * (len(keys) + 9) + "|")
     for name, entry in sorted(summary.items(), key=lambda item: -item[1][split][REFERENCE_METRIC]["mean"]):
         cells = [_percent(entry[split][k], len(entry["seeds"])) for k in keys]
         rows = tests.get(name, [])
@@ -318,7 +323,9 @@ def markdown(
         )
         kind = entry["kind"] + ("" if entry["tuned"] in (None, True) else ", untuned")
         lines.append(
-            f"| {name} | {kind} | {len(entry['seeds'])} | " + " | ".join(cells) + f" | {mark} | "
+            f"| {name} | {kind} | {len(entry['seeds'])} | {_cell([entry.get('lr')])} | "
+            + " | ".join(cells)
+            + f" | {mark} | "
             f"{_cell(entry['best_epochs'])} | {_number(entry['epoch_seconds'], 1)} | "
             f"{_number(entry['peak_train_rss_gib'], 2)} | {_number(entry['eval_seconds'], 1)} |"
         )
@@ -339,8 +346,9 @@ def markdown(
 
 
 def _settings(entry: dict[str, Any]) -> tuple:
-    # What makes two runs of a (model, seed) the same: its overrides, its search budget, the saved run it reads.
-    return tuple(entry.get("overrides") or ()), entry.get("search_trials", 0), entry.get("source")
+    # What makes two runs of a (model, seed) the same: its overrides, its learning rate (a model's default may
+    # change), its search budget, the saved run it reads.
+    return tuple(entry.get("overrides") or ()), entry.get("lr"), entry.get("search_trials", 0), entry.get("source")
 
 
 def _percent(metric: dict[str, float], runs: int) -> str:

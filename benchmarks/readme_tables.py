@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import json
 import re
 import sys
@@ -36,7 +37,7 @@ ABLATIONS = {
     "yoochoose1_64": "hiersrec_ablation-yoochoose1_64.json",
 }
 TEXT_ABLATION = "hiersrec_text-amazon-scientific.json"
-COMPARISON = "compare-diginetica-2026-12-01.json"
+COMPARISONS = {"diginetica": "compare-diginetica-2026-12-01.json"}  # dataset -> its compare.py run
 
 BASELINE_NAMES = {  # results name -> README name, in table order
     "pop": "POP",
@@ -48,6 +49,7 @@ BASELINE_NAMES = {  # results name -> README name, in table order
     "vsknn": "V-SKNN",
     "stan": "STAN",
     "vstan": "VSTAN",
+    "slist": "SLIST",
 }
 HIERSREC_NAMES = {
     "single": "HierSRec single-task (SASRec-like)",
@@ -123,9 +125,12 @@ def accuracy_table(results: Path) -> str:
     metrics = ("hr@20", SELECTION_METRIC)
     rows: list[Row] = []
     for model, label in BASELINE_NAMES.items():
+        found = [[r for r in record["results"] if r["model"] == model] for record in baselines.values()]
+        if not any(found):  # registered after these results were made (SLIST): no row until they include it
+            continue
         cells = []
-        for record in baselines.values():
-            row = next(r for r in record["results"] if r["model"] == model)
+        for matches in found:  # a model in some results files only fails here (IndexError)
+            row = matches[0]
             cells += [(row["metrics"][m], percent(row["metrics"][m])) for m in metrics]
         rows.append((label, cells))
     for variant, label in HIERSREC_NAMES.items():
@@ -179,9 +184,9 @@ def text_table(results: Path) -> str:
     return markdown_table(head, ["---"] + ["---:"] * len(metrics), emphasise_best(rows))
 
 
-def comparison_table(results: Path) -> str:
-    """Every model of one `compare.py` run, best MRR@20 first, with its paired tests against the best."""
-    record = load(results, COMPARISON)
+def comparison_table(results: Path, dataset: str) -> str:
+    """Every model of ``dataset``'s `compare.py` run, best MRR@20 first, with its paired tests against the best."""
+    record = load(results, COMPARISONS[dataset])
     summary, reference = record["summary"], record["reference"]
     names = {**BASELINE_NAMES, **NEURAL_NAMES}
     order = sorted(summary, key=lambda model: -summary[model]["test"][SELECTION_METRIC]["mean"])
@@ -211,7 +216,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "diginetica-yoochoose": accuracy_table,
     "next-category": next_category_line,
     "amazon-scientific-text": text_table,
-    "compare-diginetica": comparison_table,
+    **{f"compare-{dataset}": functools.partial(comparison_table, dataset=dataset) for dataset in COMPARISONS},
 }
 
 

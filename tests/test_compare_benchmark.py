@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from hiersrec.artifact import load_artifact
+from hiersrec.config import load_config
 from hiersrec.data.ingest import open_dataset
 from hiersrec.data.storage import save_prepared
 from hiersrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
@@ -65,7 +66,9 @@ def test_table_paired_tests_and_a_rerun_that_keeps_finished_jobs(compare, shop, 
     assert [h["epoch"] for h in stamp["valid_history"]] == [1]
     assert stamp["valid_history"][0]["valid_mrr@20"] == pytest.approx(stamp["valid"]["mrr@20"])
     markdown = (out.parent / "compare-shop.md").read_text()
-    assert "| stamp | train | 2 |" in markdown and "| spop | fit | 1 |" in markdown
+    own_lr = load_config(model="stamp").train.lr  # the model's own training default, shown with its row
+    assert stamp["lr"] == own_lr
+    assert f"| stamp | train | 2 | {own_lr} |" in markdown and "| spop | fit | 1 | - |" in markdown
 
     # Run again with one model more: the three finished jobs are kept, only pop runs.
     capsys.readouterr()

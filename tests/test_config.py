@@ -146,3 +146,17 @@ def test_malformed_files_fail_with_a_clear_message(tmp_path, content, message):
     path.write_bytes(content)
     with pytest.raises(ConfigError, match=message):
         load_config(path)
+
+
+def test_a_models_training_defaults_apply_under_what_the_file_sets():
+    from hiersrec.config import TrainConfig
+    from hiersrec.models import train_defaults
+
+    own = train_defaults("gru4rec")["lr"]
+    assert own != TrainConfig().lr
+    assert load_config(model="gru4rec").train.lr == own
+    assert load_config(model="gru4rec", overrides=["train.lr=1e-3"]).train.lr == 1e-3  # an override wins
+    assert load_config(model="hiersrec").train.lr == TrainConfig().lr  # a model without its own keeps the shared
+    assert train_defaults("vstan") == {}
+    saved = load_config(model="gru4rec", overrides=["train.lr=1e-3"]).to_dict()  # a run's config.json
+    assert config_from_dict(saved).train.lr == 1e-3  # keeps the value it trained with

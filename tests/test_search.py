@@ -40,8 +40,8 @@ def _search_sr(data, path, n_trials, **kwargs):
 def test_every_neural_model_has_a_space_that_holds_its_defaults():
     neural = [name for name in MODELS if is_neural(name)]
     assert sorted(search.NEURAL_SEARCH_SPACES) == sorted(neural)
-    train_defaults = dataclasses.asdict(load_config().train)
     for name in neural:
+        train_defaults = dataclasses.asdict(load_config(model=name).train)  # the model's own training defaults
         space = model_search_space(name)
         assert "train.lr" in space and len(space) <= 6, name  # a few meaningful knobs
         for key, domain in space.items():
@@ -53,6 +53,14 @@ def test_every_neural_model_has_a_space_that_holds_its_defaults():
                 assert default in domain, key
     assert "model.category_loss_weight" in model_search_space("hiersrec")
     assert model_search_space("sr") == {f"model.{k}": tuple(v) for k, v in MODELS["sr"].SEARCH_SPACE.items()}
+
+
+def test_a_models_own_training_default_is_searched_not_held():
+    # GRU4Rec's default learning rate is its own, not TrainConfig's, yet no user set it: the search varies it.
+    config = load_config(model="gru4rec")
+    assert "train.lr" in search._searched_domains(config, (), model_search_space("gru4rec"))
+    configured = load_config(model="gru4rec", overrides=["train.lr=3e-3"])
+    assert "train.lr" not in search._searched_domains(configured, (), model_search_space("gru4rec"))
 
 
 def test_trial_zero_is_the_configured_run_and_the_best_is_never_worse(data, tmp_path):
@@ -138,9 +146,10 @@ def test_pruning_stops_a_hopeless_neural_trial_early(data, tmp_path):
     study.enqueue_trial({"train.lr": 1e-9})  # a learning rate that cannot learn in four epochs
     result = search_hyperparameters(config, data.train, data.valid, data.catalog, n_trials=2, **options)
     defaults, hopeless = result.trials
-    assert defaults["params"] == {"train.lr": 2e-3} and defaults["state"] == "complete" and defaults["epochs"] == 4
+    own = {"train.lr": config.train.lr}  # trial 0: SASRec's own default learning rate
+    assert defaults["params"] == own and defaults["state"] == "complete" and defaults["epochs"] == 4
     assert hopeless["state"] == "pruned" and hopeless["epochs"] < 4 and hopeless["value"] < defaults["value"]
-    assert result.best_params == {"train.lr": 2e-3}
+    assert result.best_params == own
 
 
 def run_cli(args, capsys):
@@ -187,7 +196,7 @@ def test_cli_searches_a_neural_model(prepared, tmp_path, capsys):
     summary = json.loads(stdout)
     trials = summary["tuning"]["trials"]
     assert len(trials) == 2 and trials[0]["params"] == {
-        "train.lr": 2e-3,
+        "train.lr": load_config(model="sasrec").train.lr,
         "train.weight_decay": 0.05,
         "model.dropout": 0.2,
     }

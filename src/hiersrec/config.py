@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from hiersrec.bounds import check_bounds
 from hiersrec.errors import ConfigError
-from hiersrec.models import check_params, is_neural, model_class, model_name_of, parameter_types
+from hiersrec.models import check_params, is_neural, model_class, model_name_of, parameter_types, train_defaults
 from hiersrec.models.category_feed import EXACT_LOSS_FEEDS
 from hiersrec.models.gru4rec import GRU4RecConfig
 from hiersrec.models.hiersrec import HierSRecConfig
@@ -62,7 +62,7 @@ _TRAIN_BOUNDS = {
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train (defaults: the diginetica preset's)."""
+    """How to train (defaults: the diginetica preset's; a model's `train_defaults` replace some of them)."""
 
     epochs: int = 20  # maximum number of passes over the training sessions
     batch_targets: int = 2048  # training targets (predicted clicks) per optimiser step
@@ -196,9 +196,7 @@ class RunConfig:
     @property
     def model_name(self) -> str:
         """Registry name of the configured model."""
-        if isinstance(self.model, FittedModelConfig):
-            return self.model.name
-        return model_name_of(type(self.model))
+        return _configured_model_name(self.model)
 
     @property
     def model_params(self) -> dict[str, Any]:
@@ -316,11 +314,17 @@ def _config_from_tables(raw: dict[str, Any], source: str) -> RunConfig:
         if name == "fusion":
             sections[name] = _fusion_config(values, source)
             continue
+        if name == "train":  # the configured model's own training defaults, under what the file sets
+            values = {**train_defaults(_configured_model_name(sections["model"])), **values}
         hints = typing.get_type_hints(cls)
         _check_keys(values, hints, source, what=f"key in [{name}]")
         typed = {key: _coerce(value, hints[key], f"{source}: {name}.{key}") for key, value in values.items()}
         sections[name] = cls(**typed)
     return RunConfig(**sections)
+
+
+def _configured_model_name(model: ModelConfig) -> str:
+    return model.name if isinstance(model, FittedModelConfig) else model_name_of(type(model))
 
 
 def _model_config(values: dict[str, Any], source: str) -> ModelConfig:

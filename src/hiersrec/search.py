@@ -35,7 +35,7 @@ from hiersrec.config import FittedModelConfig, RunConfig, TrainConfig
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
 from hiersrec.errors import ConfigError, TrainingDivergedError
-from hiersrec.models import default_params, is_neural, make_model, search_space
+from hiersrec.models import default_params, is_neural, make_model, search_space, train_defaults
 from hiersrec.progress import progress
 from hiersrec.train.loop import train
 from hiersrec.tuning import score_baseline, selection_metric
@@ -64,9 +64,10 @@ class FloatRange:
 Domain = tuple[Any, ...] | FloatRange
 """The values of one hyperparameter: a tuple of choices or a `FloatRange`."""
 
-# Every neural model: the peak learning rate (log scale, around the 2e-3 default) and the AdamW decay.
+# Every neural model: the peak learning rate (log scale, around the defaults: 2e-3 shared, larger for the
+# baselines whose own `train_defaults` say so) and the AdamW decay.
 _OPTIMISER: dict[str, Domain] = {
-    "train.lr": FloatRange(1e-4, 1e-2, log=True),
+    "train.lr": FloatRange(1e-4, 1e-1, log=True),
     "train.weight_decay": (0.0, 0.01, 0.05, 0.1),
 }
 
@@ -287,7 +288,8 @@ def _set_by_configuration(config: RunConfig) -> set[str]:
     if isinstance(config.model, FittedModelConfig):
         return {f"model.{key}" for key in config.model.params}
     # A neural configuration lists every field: the ones it changed are the ones it sets.
-    defaults = {"model": default_params(config.model_name), "train": dataclasses.asdict(TrainConfig())}
+    name = config.model_name
+    defaults = {"model": default_params(name), "train": {**dataclasses.asdict(TrainConfig()), **train_defaults(name)}}
     configured = {"model": config.model_params, "train": dataclasses.asdict(config.train)}
     return {
         f"{section}.{key}"

@@ -36,6 +36,7 @@ from hiersrec.models.narm import NARM
 from hiersrec.models.pop import Pop, SessionPop
 from hiersrec.models.sasrec import SASRec
 from hiersrec.models.sknn import SKNN
+from hiersrec.models.slist import SLIST
 from hiersrec.models.sr import SequentialRules
 from hiersrec.models.srgnn import SRGNN
 from hiersrec.models.stamp import STAMP
@@ -55,6 +56,7 @@ MODELS: dict[str, type] = {
         VSKNN,
         STAN,
         VSTAN,
+        SLIST,
         LastCategory,
         SASRec,
         GRU4Rec,
@@ -97,6 +99,16 @@ def model_name_of(config_class: type) -> str:
         if getattr(cls, "config_class", None) is config_class:
             return name
     raise ConfigError(f"no registered model is configured by {config_class.__name__}")
+
+
+def train_defaults(name: str) -> dict[str, Any]:
+    """The ``[train]`` settings model ``name`` trains with where a file or override leaves them unset.
+
+    A neural model's class may carry ``train_defaults`` (e.g. a larger learning rate, chosen on validation, for
+    the dot-product baselines that the shared default, made for HierSRec's cosine scores, leaves far from
+    converged); the rest take `hiersrec.config.TrainConfig`'s own defaults.
+    """
+    return dict(getattr(model_class(name), "train_defaults", {}))
 
 
 def parameter_types(name: str) -> dict[str, Any]:
@@ -201,6 +213,7 @@ __all__ = [
     "Pop",
     "SASRec",
     "SKNN",
+    "SLIST",
     "SRGNN",
     "STAMP",
     "STAN",

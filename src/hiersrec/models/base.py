@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import inspect
-import io
 import json
 import zipfile
 from collections.abc import Callable, Mapping
@@ -25,7 +24,7 @@ import torch
 
 from hiersrec.data.batching import SessionBatch
 from hiersrec.errors import ArtifactError, ConfigError, NotFittedError
-from hiersrec.files import write_bytes_atomic, write_json_atomic
+from hiersrec.files import write_json_atomic, write_with_atomic
 
 FITTED_STATE = "fitted_state.npz"
 FITTED_LAYOUT = "fitted_state.json"
@@ -183,7 +182,7 @@ class FittedModel:
             raise NotFittedError(f"{type(self).__name__} is not fitted yet; nothing to save")
         arrays: dict[str, np.ndarray] = {}
         layout = {key: _encode_state(value, key, arrays) for key, value in self.fitted_attributes().items()}
-        write_bytes_atomic(Path(directory) / FITTED_STATE, _npz_bytes(arrays))
+        write_with_atomic(Path(directory) / FITTED_STATE, lambda partial: _write_npz(partial, arrays))
         write_json_atomic(Path(directory) / FITTED_LAYOUT, layout)
 
     def load(self, directory: str | Path) -> FittedModel:
@@ -216,10 +215,10 @@ class FittedModel:
         return self
 
 
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    # Streamed into the file (an in-memory archive would copy a large dense state twice, as SLIST's is).
+    with open(path, "wb") as out:
+        np.savez(out, **arrays)
 
 
 def _encode_state(value: Any, key: str, arrays: dict[str, np.ndarray]) -> Any:

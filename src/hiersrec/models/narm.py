@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -85,6 +85,8 @@ class NARM(SessionVectorModel):
     name: ClassVar[str] = "narm"
     label: ClassVar[str] = "NARM"
     config_class: ClassVar[type] = NARMConfig
+    # Chosen on diginetica validation against the shared 2e-3 (README, "Every model in one harness").
+    train_defaults: ClassVar[dict[str, Any]] = {"lr": 3e-2}
 
     def __init__(self, config: NARMConfig) -> None:
         super().__init__()

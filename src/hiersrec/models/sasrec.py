@@ -94,6 +94,8 @@ class SASRec(nn.Module):
 
     name: ClassVar[str] = "sasrec"
     config_class: ClassVar[type] = SASRecConfig
+    # Chosen on diginetica validation against the shared 2e-3 (README, "Every model in one harness").
+    train_defaults: ClassVar[dict[str, Any]] = {"lr": 1e-2}
     item_loss: ItemLoss = ItemLoss()  # the training loop sets the run's (`hiersrec.train.loop`)
 
     def __init__(self, config: SASRecConfig, item_category: torch.Tensor) -> None:
