@@ -37,7 +37,7 @@ ABLATIONS = {
     "yoochoose1_64": "hiersrec_ablation-yoochoose1_64.json",
 }
 TEXT_ABLATION = "hiersrec_text-amazon-scientific.json"
-COMPARISONS = {"diginetica": "compare-diginetica-2026-12-01.json"}  # dataset -> its compare.py run
+COMPARISONS = {"diginetica": "compare-diginetica-2026-12-01-2.json"}  # dataset -> its compare.py run
 
 BASELINE_NAMES = {  # results name -> README name, in table order
     "pop": "POP",
@@ -201,11 +201,12 @@ def comparison_table(results: Path, dataset: str) -> str:
             percent(test[m]["mean"]) if single else mean_std(test[m]) for m in ("hr@20", SELECTION_METRIC, "ndcg@20")
         ]
         costs = [_figure(entry["epoch_seconds"], 1), _figure(entry["peak_train_rss_gib"], 2)]
-        rows.append([names.get(model, model), str(len(entry["seeds"])), *metrics, verdict, *costs,
+        lr = "-" if entry.get("lr") is None else f"{entry['lr']:g}"
+        rows.append([names.get(model, model), str(len(entry["seeds"])), lr, *metrics, verdict, *costs,
                      _figure(entry["eval_seconds"], 0)])  # fmt: skip
-    head = ["model", "runs", "HR@20", "MRR@20", "NDCG@20", "worse than the best (pairs)", "s/epoch (fit s)",
+    head = ["model", "runs", "lr", "HR@20", "MRR@20", "NDCG@20", "worse than the best (pairs)", "s/epoch (fit s)",
             "train peak GiB", "eval s"]  # fmt: skip
-    return markdown_table(head, ["---", "---:", "---:", "---:", "---:", "---", "---:", "---:", "---:"], rows)
+    return markdown_table(head, ["---", "---:", "---:", "---:", "---:", "---:", "---", "---:", "---:", "---:"], rows)
 
 
 def _figure(value: float | None, digits: int) -> str:
