@@ -83,3 +83,13 @@ def test_an_existing_run_needs_resume(prepared, tmp_path, capsys):
     (out / "something").write_text("x")
     code, _, err = run_cli(["train", "--data", str(prepared), "--out", str(out), *FAST], capsys)
     assert code == ExitStatus.ARTIFACT_ERROR and "--resume" in err
+
+
+@pytest.mark.parametrize(("command", "words"), [("train", ["hiersrec[search]"]), ("fuse", ["[fusion]"])])
+def test_help_keeps_bracketed_words(command, words, capsys, monkeypatch):
+    # The help is rendered as rich markup, where an unescaped [word] is a tag and vanishes from the text.
+    monkeypatch.setenv("COLUMNS", "400")
+    code, stdout, _ = run_cli([command, "--help"], capsys)
+    assert code == 0
+    for word in words:
+        assert word in stdout

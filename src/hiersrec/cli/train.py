@@ -75,7 +75,7 @@ def train(
         typer.Option(
             case_sensitive=False,
             help="Search of --tune-trials: 'random' (fitted models only) or 'optuna' (every model: seeded TPE, "
-            "neural trials pruned by epoch; needs pip install 'hiersrec[search]'). An interrupted optuna search "
+            "neural trials pruned by epoch; needs pip install 'hiersrec\\[search]'). An interrupted optuna search "
             "continues when the same command is run again (its study is --out/study.db).",
         ),
     ] = SearchMethod.random,
@@ -188,10 +188,10 @@ def fuse(
     out: Annotated[Path, typer.Option("--out", help="Run directory to create for the fused model.")],
     data: Annotated[str, typer.Option(help="The dataset the run was trained on (its validation split is reused).")],
     partner: Annotated[
-        str | None, typer.Option(help="Fitted partner model (default: the preset's or run's [fusion] partner).")
+        str | None, typer.Option(help="Fitted partner model (default: the --preset's \\[fusion] partner).")
     ] = None,
     preset: Annotated[
-        str | None, typer.Option(help="Take the [fusion] table of this shipped preset, e.g. diginetica_hiersrec.")
+        str | None, typer.Option(help="Take the \\[fusion] table of this shipped preset, e.g. diginetica_hiersrec.")
     ] = None,
     overrides: Annotated[
         list[str] | None,
