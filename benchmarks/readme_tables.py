@@ -37,7 +37,10 @@ ABLATIONS = {
     "yoochoose1_64": "hiersrec_ablation-yoochoose1_64.json",
 }
 TEXT_ABLATION = "hiersrec_text-amazon-scientific.json"
-COMPARISONS = {"diginetica": "compare-diginetica-2026-12-01-2.json"}  # dataset -> its compare.py run
+COMPARISONS = {  # dataset -> its compare.py run
+    "diginetica": "compare-diginetica-2026-12-01-2.json",
+    "yoochoose1_64": "compare-yoochoose1_64-2026-12-01.json",
+}
 
 BASELINE_NAMES = {  # results name -> README name, in table order
     "pop": "POP",
