@@ -44,6 +44,9 @@ import multiprocessing
 import resource
 import shutil
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +139,30 @@ def plan_jobs(args: argparse.Namespace, dataset: str, stem: Path) -> list[dict[s
         label = job["model"] if job["seed"] is None else f"{job['model']}-seed{job['seed']}"
         job["work_dir"] = str(args.runs_dir / stem.name / label)
     return jobs
+
+
+def run_isolated(work: list[tuple[str, Any]], worker: Callable[[Any], Any]) -> Iterator[Any]:
+    """``worker(argument)`` for each ``(label, argument)`` of ``work``, in turn, each in a fresh process.
+
+    A fresh process per job makes each peak memory figure that job's own. A process that dies without a result
+    (a crash in native code, or killed for memory) stops the run with an error naming the job, instead of
+    waiting for it forever; the results yielded before stay with the caller.
+    """
+    context = multiprocessing.get_context("spawn")
+    for label, argument in work:
+        with ProcessPoolExecutor(1, mp_context=context) as executor:
+            try:
+                result = executor.submit(worker, argument).result()
+            except BrokenProcessPool:
+                raise SystemExit(
+                    f"{label}: its process died without a result (a crash in native code, or killed for memory); "
+                    "the jobs finished before it are kept"
+                ) from None
+        yield result
+
+
+def _job_label(job: dict[str, Any]) -> str:
+    return job["model"] if job["seed"] is None else f"{job['model']} seed {job['seed']}"
 
 
 def _text(value: Any) -> str:
@@ -385,10 +412,8 @@ def main(argv: list[str] | None = None) -> None:
     todo = [job for job in jobs if (job["model"], job["seed"]) not in finished]
     print(f"{len(jobs)} jobs, {len(jobs) - len(todo)} already in {log_path.name}", flush=True)
     records = [r for r in done if any((r["model"], r["seed"]) == (j["model"], j["seed"]) for j in jobs)]
-    context = multiprocessing.get_context("spawn")
-    # A fresh process per job (maxtasksperchild=1): each peak memory figure is that job's own.
-    with context.Pool(1, maxtasksperchild=1) as pool, open(log_path, "a") as log:
-        for record in pool.imap(run_job, todo):
+    with open(log_path, "a") as log:
+        for record in run_isolated([(_job_label(job), job) for job in todo], run_job):
             records.append(record)
             log.write(json.dumps(record) + "\n")
             log.flush()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -127,3 +129,17 @@ def test_valid_only_never_reads_the_test_split(compare, shop, tmp_path):
         assert "test" not in record and "ranks" not in record and 0 < record["valid"]["mrr@20"] <= 1
     assert not list(runs.rglob("test_ranks.npy"))
     assert "## validation" in (tmp_path / "compare-valid.md").read_text()
+
+
+def test_a_job_whose_process_dies_stops_the_run_instead_of_hanging(compare):
+    # ctypes.string_at(0) reads address 0: the job's process dies of a segmentation fault, as a native crash does.
+    assert list(compare.run_isolated([("square root", 16.0)], math.sqrt)) == [4.0]
+    finished = []
+    with pytest.raises(SystemExit, match="crashing job: its process died without a result"):
+        for result in compare.run_isolated([("first", 9.0), ("crashing job", 0)], _crash_or_sqrt):
+            finished.append(result)
+    assert finished == [3.0]  # what finished before the crash reaches the caller
+
+
+def _crash_or_sqrt(value):
+    return ctypes.string_at(0) if value == 0 else math.sqrt(value)
