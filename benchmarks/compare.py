@@ -412,17 +412,16 @@ def main(argv: list[str] | None = None) -> None:
     todo = [job for job in jobs if (job["model"], job["seed"]) not in finished]
     print(f"{len(jobs)} jobs, {len(jobs) - len(todo)} already in {log_path.name}", flush=True)
     records = [r for r in done if any((r["model"], r["seed"]) == (j["model"], j["seed"]) for j in jobs)]
+    split = "valid" if args.valid_only else "test"
     with open(log_path, "a") as log:
         for record in run_isolated([(_job_label(job), job) for job in todo], run_job):
             records.append(record)
             log.write(json.dumps(record) + "\n")
             log.flush()
-            split = "valid" if args.valid_only else "test"
             figures = record.get(split, {})
-            print(f"{record['model']} seed {record['seed']}: epoch {record['best_epoch']}/{record['epochs_run']} "
+            print(f"{_job_label(record)}: epoch {record['best_epoch']}/{record['epochs_run']} "
                   f"{split} HR@20 {100 * figures.get('hr@20', float('nan')):.2f} "
                   f"MRR@20 {100 * figures.get('mrr@20', float('nan')):.2f}", flush=True)  # fmt: skip
-    split = "valid" if args.valid_only else "test"
     summary = summarise(records, split)
     reference = max(summary, key=lambda m: summary[m][split][REFERENCE_METRIC]["mean"])
     tests = {} if args.valid_only else paired_tests(records, reference)
