@@ -57,6 +57,7 @@ _TRAIN_BOUNDS = {
     "eval_batch_size": (1, 1 << 24),
     "negatives": (1, 1 << 24),
     "gbce_t": (0.0, 1.0),
+    "label_smoothing": (0.0, 1.0),
 }
 
 
@@ -84,6 +85,7 @@ class TrainConfig:
     loss: ItemLossName = "auto"  # next-item loss: auto, full, chunked (exact), sampled or gbce (models.item_loss)
     negatives: int = 1024  # sampled, gbce: uniform negatives drawn per batch, shared by its targets
     gbce_t: float = 0.75  # gbce: calibration t in [0, 1] (0: plain BCE; gSASRec's default 0.75)
+    label_smoothing: float = 0.0  # exact losses: share eps of each target spread evenly over all items
 
     def __post_init__(self) -> None:
         check_bounds(self, "train", _TRAIN_BOUNDS)
@@ -95,6 +97,13 @@ class TrainConfig:
             raise ConfigError("train.schedule must be cosine, linear or constant; train.precision fp32 or bf16")
         if self.loss not in ITEM_LOSSES:
             raise ConfigError(f"train.loss must be one of {', '.join(ITEM_LOSSES)}, not {self.loss!r}")
+        if not self.label_smoothing < 1.0:
+            raise ConfigError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.label_smoothing and self.loss not in EXACT_LOSSES:
+            raise ConfigError(
+                f"train.label_smoothing spreads each target over every item, but train.loss = {self.loss!r} scores "
+                "a sample of them; use train.loss = 'auto', 'full' or 'chunked', or train.label_smoothing = 0"
+            )
 
 
 @dataclass(frozen=True)
@@ -191,7 +200,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.fusion.enabled and isinstance(self.model, FittedModelConfig):
             raise ConfigError(f"[fusion] joins a partner to a neural model; {self.model.name!r} is a fitted model")
-        check_item_loss(self.model, self.train.loss)
+        check_item_loss(self.model, self.train.loss, self.train.label_smoothing)
 
     @property
     def model_name(self) -> str:
@@ -213,23 +222,36 @@ class RunConfig:
         }
 
 
-def check_item_loss(model: ModelConfig, loss: str) -> None:
+def check_item_loss(model: ModelConfig, loss: str, label_smoothing: float = 0.0) -> None:
     """Refuse a ``train.loss`` that cannot train ``model``, saying what to use instead.
 
     Args:
         model: a neural model's config (a fitted model's is never trained, so any loss passes).
         loss: the ``train.loss`` of the run.
+        label_smoothing: its ``train.label_smoothing``.
 
     Raises:
         ConfigError: a sampled loss for a HierSRec category feed that needs the softmax over every item of a
-            category (`EXACT_LOSS_FEEDS`), or any loss but "auto" for GRU4Rec's BPR-max (a sampled loss of its own).
+            category (`EXACT_LOSS_FEEDS`), label smoothing for those feeds (their softmax is not over every item
+            alike), or any loss but "auto" for GRU4Rec's BPR-max (a sampled loss of its own).
     """
+    if isinstance(model, HierSRecConfig) and model.category_feed in EXACT_LOSS_FEEDS and label_smoothing:
+        raise ConfigError(
+            f"train.label_smoothing spreads each target over every item alike, but model.category_feed = "
+            f"{model.category_feed!r} scores within categories or with per-category offsets; use the 'concat', "
+            "'expected' or 'none' feed, or train.label_smoothing = 0"
+        )
     if isinstance(model, HierSRecConfig) and model.category_feed in EXACT_LOSS_FEEDS and loss not in EXACT_LOSSES:
         raise ConfigError(
             f"train.loss = {loss!r} scores a sample of the items, but model.category_feed = "
             f"{model.category_feed!r} needs every item's score (a softmax within the target's category or with "
             f"per-category offsets); use train.loss = 'auto', 'full' or 'chunked', or the 'concat', 'expected' "
             "or 'none' feed"
+        )
+    if isinstance(model, GRU4RecConfig) and model.loss == "bpr-max" and label_smoothing:
+        raise ConfigError(
+            "train.label_smoothing has no effect on model.loss = 'bpr-max', GRU4Rec's own sampled loss: set "
+            "model.loss = 'cross-entropy' to smooth its labels, or train.label_smoothing = 0"
         )
     if isinstance(model, GRU4RecConfig) and model.loss == "bpr-max" and loss != "auto":
         raise ConfigError(

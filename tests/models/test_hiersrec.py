@@ -17,6 +17,7 @@ from hiersrec.models.hiersrec import HierSRec, HierSRecConfig, ItemFeatures
 from hiersrec_support import MAX_LEN, build_model
 
 FEEDS = ("concat", "expected", "factorised", "prior", "none")
+READOUTS = ("state", "items", "both")
 
 
 def build(catalog, seed: int = 0, **overrides) -> HierSRec:
@@ -36,8 +37,9 @@ def sessions(tiny_shop):
     return [tiny_shop.train.session(i) for i in picks]
 
 
-def test_changing_later_clicks_never_changes_earlier_outputs(tiny_shop, sessions):
-    model = build(tiny_shop.catalog)
+@pytest.mark.parametrize("readout", READOUTS)
+def test_changing_later_clicks_never_changes_earlier_outputs(tiny_shop, sessions, readout):
+    model = build(tiny_shop.catalog, readout=readout)
     session = sessions[3]  # 8 clicks: 7 targets
     changed = session.copy()
     changed[5:] = (changed[5:] % tiny_shop.catalog.n_items) + 1  # clicks 5.. differ
@@ -56,9 +58,10 @@ def test_all_positions_give_the_prefix_augmentation_targets(tiny_shop, sessions)
     assert out.target_items.tolist() == expected
 
 
+@pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("feed", FEEDS)
-def test_prefix_scores_equal_the_whole_session_output_at_that_position(tiny_shop, sessions, feed):
-    model = build(tiny_shop.catalog, category_feed=feed)
+def test_prefix_scores_equal_the_whole_session_output_at_that_position(tiny_shop, sessions, feed, readout):
+    model = build(tiny_shop.catalog, category_feed=feed, readout=readout)
     data = type(tiny_shop.train).from_lists([s.tolist() for s in sessions])
     targets = data.target_positions()
     prefix_scores = model.score(prefix_batch(data, tiny_shop.catalog, targets, MAX_LEN))
@@ -77,6 +80,37 @@ def test_inference_computes_the_last_block_at_the_last_click_only_with_the_same_
     out = model(whole_batch(sessions, tiny_shop.catalog))
     torch.testing.assert_close(query.vectors, out.item_query.detach().float(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(query.category_logits, out.category_logits.detach(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("readout", ["items", "both"])
+def test_the_items_readout_of_one_click_is_that_items_representation(tiny_shop, readout):
+    # CORE's readout: a softmax-weighted sum over the session's own items; one click weighs 1 ("both" adds the
+    # state). No category feed and dot-product scores, so the query is the readout itself.
+    model = build(tiny_shop.catalog, readout=readout, category_feed="none", score_scale=0.0)
+    batch = whole_batch([[3], [7], [11]], tiny_shop.catalog)
+    with torch.no_grad():
+        expected = model.item_output_embeddings()[torch.tensor([3, 7, 11])]
+        if readout == "both":  # plus the state: the same weights without the readout give it
+            plain = build(tiny_shop.catalog, readout="state", category_feed="none", score_scale=0.0)
+            plain.load_state_dict({k: v for k, v in model.state_dict().items() if "readout" not in k})
+            expected = expected + plain.query(batch).vectors
+    torch.testing.assert_close(model.query(batch).vectors, expected.float(), rtol=1e-5, atol=1e-5)
+
+
+def test_the_items_readout_weighs_the_session_items_by_the_states(tiny_shop):
+    # Two clicks: the query is a convex combination of the two items' representations, with weights that move
+    # when the weight logits do.
+    model = build(tiny_shop.catalog, readout="items", category_feed="none", score_scale=0.0)
+    batch = whole_batch([[3, 7]], tiny_shop.catalog)
+    with torch.no_grad():
+        table = model.item_output_embeddings()
+        pair = torch.stack([table[3], table[7]], dim=1)  # (D, 2)
+        share = torch.linalg.lstsq(pair, model.query(batch).vectors[0]).solution
+        model.readout_logit.weight.mul_(50.0)
+        moved = torch.linalg.lstsq(pair, model.query(batch).vectors[0]).solution
+    torch.testing.assert_close(share.sum(), torch.tensor(1.0), rtol=1e-4, atol=1e-4)
+    assert (share > 0).all()
+    assert not torch.allclose(share, moved, atol=1e-3)
 
 
 def _query_of_output(model, out):
@@ -214,6 +248,7 @@ def test_unknown_metadata_column_is_a_config_error(tiny_shop):
     [
         ({"d_model": 30, "n_heads": 4}, "divisible"),
         ({"category_feed": "sideways"}, "category_feed"),
+        ({"readout": "mean"}, "readout"),
         ({"dropout": 1.0}, "dropout"),
         ({"max_len": 0}, "max_len"),
     ],

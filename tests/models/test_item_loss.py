@@ -77,6 +77,31 @@ def test_exact_losses_equal_the_kernel_in_value_and_gradients(kind, terms):
         torch.testing.assert_close(got[0], plain.detach())
 
 
+@pytest.mark.parametrize("kind", ["full", "chunked"])
+def test_label_smoothing_equals_torchs_in_value_and_gradients(kind):
+    query, table, targets = _tensors()
+    expected = _value_and_grads(
+        lambda: F.cross_entropy((query @ table.T)[:, 1:], targets - 1, reduction="sum", label_smoothing=0.1),
+        query, table,
+    )  # fmt: skip
+    smoothed = ItemLoss(kind, label_smoothing=0.1)
+    got = _value_and_grads(lambda: smoothed(query, table, targets, chunk_size=4), query, table)
+    for value, reference in zip(got, expected, strict=True):
+        torch.testing.assert_close(value, reference)
+    unsmoothed = ItemLoss(kind)(query, table, targets, chunk_size=4)
+    assert not torch.allclose(got[0], unsmoothed.detach())
+
+
+def test_label_smoothing_refuses_the_losses_it_cannot_spread_over_every_item():
+    query, table, targets = _tensors()
+    with pytest.raises(ConfigError, match="scores a sample"):
+        ItemLoss("sampled", label_smoothing=0.1)
+    with pytest.raises(ConfigError, match="within the target's category"):
+        ItemLoss("chunked", label_smoothing=0.1)(
+            query, table, targets, item_groups=ITEM_GROUPS, target_groups=ITEM_GROUPS[targets]
+        )
+
+
 def test_auto_materialises_the_logits_up_to_the_limit_only():
     auto = ItemLoss()
     assert auto.resolved(2048, FULL_LOGITS_LIMIT // 2048) == "full"
@@ -247,6 +272,10 @@ def test_sampled_losses_never_hold_rows_by_items_scores(kind):
         (["model.category_feed=prior", "train.loss=gbce"], "model.category_feed = 'prior' needs every item's score"),
         (["model.name=gru4rec", "model.loss=bpr-max", "train.loss=gbce"], "keep train.loss = 'auto'"),
         (["model.name=gru4rec", "model.loss=bpr-max", "train.loss=full"], "GRU4Rec's own sampled loss"),
+        (["train.label_smoothing=0.1", "train.loss=gbce"], "scores a sample of them"),
+        (["train.label_smoothing=1.0"], "train.label_smoothing must be in \\[0, 1\\)"),
+        (["model.category_feed=factorised", "train.label_smoothing=0.1"], "scores within categories"),
+        (["model.name=gru4rec", "model.loss=bpr-max", "train.label_smoothing=0.1"], "no effect on model.loss"),
     ],
 )
 def test_bad_loss_settings_fail_with_a_clear_message(overrides, message):

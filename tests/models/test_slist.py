@@ -190,7 +190,7 @@ def test_bad_hyperparameters_fail_at_fit(params):
 def test_the_inverse_is_computed_in_place():
     rng = np.random.default_rng(1)
     a = rng.normal(size=(1500, 1500))
-    matrix = (a @ a.T / 1500 + np.eye(1500)).astype(np.float32)  # over a block of rows: the mirroring is tested
+    matrix = (a @ a.T / 1500 + np.eye(1500)).astype(np.float32)  # both triangles must come back filled
     expected = np.linalg.inv(matrix.astype(np.float64))
     inverse = invert_in_place(matrix)
     assert inverse is matrix

@@ -78,6 +78,18 @@ def align_left(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return values.gather(1, gather)
 
 
+def prefix_weighted_sums(logits: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """(B, T, D) position t's softmax(logits[:, :t+1])-weighted sum of ``values[:, :t+1]`` (left-aligned rows).
+
+    CORE's readout at every position at once: each position's weights cover its own prefix only, so a whole
+    session's outputs equal those of each prefix encoded alone.
+    """
+    length = values.shape[1]
+    later = torch.ones(length, length, dtype=torch.bool, device=values.device).triu_(1)  # (t, j): j > t
+    weights = logits.float()[:, None, :].masked_fill(later, float("-inf")).softmax(dim=2)  # (B, T, T)
+    return weights.to(values.dtype) @ values
+
+
 def init_weights(module: nn.Module) -> None:
     """GPT-2 style initialisation, for ``model.apply``: small normal weights, zero biases, zero padding rows."""
     if isinstance(module, nn.Linear):

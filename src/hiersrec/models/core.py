@@ -45,7 +45,7 @@ from hiersrec.bounds import check_bounds
 from hiersrec.data.batching import SessionBatch
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.errors import ConfigError, DataError
-from hiersrec.models._transformer import CausalBlock, NextClickCases, align_left, init_weights
+from hiersrec.models._transformer import CausalBlock, NextClickCases, align_left, init_weights, prefix_weighted_sums
 from hiersrec.models.base import ItemQuery, load_weights
 from hiersrec.models.item_loss import ItemLoss
 
@@ -165,13 +165,10 @@ class CORE(nn.Module):
 
         Position t is the softmax-weighted (CORE-ave: uniform) sum of the input embeddings of clicks 1..t.
         """
-        length = items.shape[1]
         embedded = F.dropout(self.items(items), self.config.session_dropout, self.training)  # (B, T, D)
         # CORE-ave: equal logits, so the softmax over the prefix is the mean.
         logits = self._click_logits(embedded) if self.config.variant == "trm" else embedded.new_zeros(items.shape)
-        later = torch.ones(length, length, dtype=torch.bool, device=items.device).triu_(1)  # (t, j): j > t
-        weights = logits[:, None, :].masked_fill(later, float("-inf")).softmax(dim=2)  # (B, T, T)
-        sessions = weights @ embedded
+        sessions = prefix_weighted_sums(logits, embedded)
         return F.normalize(sessions, dim=2) / self.config.temperature
 
     def item_table(self) -> torch.Tensor:

@@ -15,6 +15,10 @@ Recommendations", ORSUM @ RecSys 2023 (arXiv 2309.06533); the design follows ``m
   so category and metadata reach rare items), its id embeddings only (SASRec's tying), or a separate
   encoder (``output_embedding``); optionally cosine scores times ``score_scale``
   and a per-item bias (folded in as one more dimension, so scores stay a plain dot product).
+* Readout (``readout``): the item query starts from the last click's state (``"state"``), or, as in CORE (Hou
+  et al., SIGIR 2022), from a softmax-weighted sum of the session's own input item representations, the
+  weights read from the states (``"items"``), or from the two added (``"both"``): the query then lies in the
+  space the items are scored in, and an item already clicked sits close to it.
 * Loss ``L_item + lambda L_cat`` (cross-entropy over all items / all categories) at every position of
   whole sessions in one forward pass: the same (prefix, next item) cases as prefix augmentation.
 
@@ -45,7 +49,7 @@ from hiersrec.data.batching import SessionBatch
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.text import SENTENCE_EMBEDDING_DIM, hashed_token_bags, sentence_embeddings
 from hiersrec.errors import ConfigError, DataError
-from hiersrec.models._transformer import CausalBlock, NextClickCases, init_weights
+from hiersrec.models._transformer import CausalBlock, NextClickCases, init_weights, prefix_weighted_sums
 from hiersrec.models.base import ItemQuery, item_query_scores, load_weights
 from hiersrec.models.category_feed import CATEGORY_FEEDS, CategoryFeed, CategoryFeedName
 from hiersrec.models.item_loss import ItemLoss
@@ -55,6 +59,8 @@ from hiersrec.models.item_loss import ItemLoss
 
 TextFeatures = Literal["none", "hashed", "minilm"]
 OutputEmbedding = Literal["encoder", "ids", "separate"]
+Readout = Literal["state", "items", "both"]
+READOUTS = ("state", "items", "both")
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,8 @@ class HierSRecConfig:
     # metadata: tied), its id embeddings only (SASRec's tying), or a separate encoder of their own
     item_bias: bool = False  # learned per-item score bias
     score_scale: float = 0.0  # > 0: cosine(q, v) * score_scale instead of the dot product
+    readout: Readout = "state"  # the item query starts from the last click's state, from CORE's weighted sum of
+    # the session's own input item representations ("items"; weights from the states), or from their sum ("both")
     loss_chunk: int = 256  # rows per chunk of the full-softmax loss
 
     def __post_init__(self) -> None:
@@ -100,6 +108,8 @@ class HierSRecConfig:
             )
         if self.output_embedding not in ("encoder", "ids", "separate"):
             raise ConfigError(f"model.output_embedding must be encoder, ids or separate, not {self.output_embedding!r}")
+        if self.readout not in READOUTS:
+            raise ConfigError(f"model.readout must be one of {', '.join(READOUTS)}, not {self.readout!r}")
         if self.text_features not in ("none", "hashed", "minilm"):
             raise ConfigError(f"model.text_features must be none, hashed or minilm, not {self.text_features!r}")
 
@@ -308,6 +318,7 @@ class HierSRec(nn.Module):
             config.category_feed, config.n_categories, config.d_model, config.d_ff, config.d_feed, config.d_category
         )
         self.item_bias = nn.Parameter(torch.zeros(config.n_items)) if config.item_bias else None
+        self.readout_logit = nn.Linear(config.d_model, 1) if config.readout != "state" else None
         self.apply(init_weights)
         for encoder in (self.item_encoder, self.output_encoder):
             if encoder is not None and encoder.proj is not None:
@@ -354,38 +365,53 @@ class HierSRec(nn.Module):
             cache[name] = (key, compute())
         return cache[name][1]
 
-    def _states(
+    def _encode(
         self, items: torch.Tensor, lengths: torch.Tensor, dropout: float, last_only: bool = False
-    ) -> torch.Tensor:
-        """Hidden states (B, T, D) of LEFT-padded ``items`` (B, T), T <= max_len, aligned to the first click.
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states and item-side vectors, each (B, T, D), of LEFT-padded ``items`` (B, T), T <= max_len.
 
-        Row b's state for its j-th real click (j = 0 is the oldest) is at ``[b, j]``; columns >= lengths[b]
-        hold padding states that nothing reads. Because padding moves to the right, a causal mask alone
-        keeps real clicks from seeing it, and position j is the same whatever the padding. With
-        ``last_only`` (inference, no dropout), only each row's last real click's state is returned, (B, D).
+        Row b's outputs for its j-th real click (j = 0 is the oldest) are at ``[b, j]``; columns >= lengths[b]
+        hold padding outputs that nothing reads. Because padding moves to the right, a causal mask alone
+        keeps real clicks from seeing it, and position j is the same whatever the padding. The states feed
+        the category head; the item-side vectors (``readout``) start the item query: the states themselves,
+        or CORE's prefix-weighted sums of the input item representations (added to the states for "both").
+        With ``last_only`` (inference, no dropout), each row's outputs at its last real click, (B, D) each.
         """
         width = items.shape[1]
         shift = width - lengths  # (B,) padding columns on the left
         gather = (torch.arange(width, device=items.device)[None, :] + shift[:, None]) % width  # (B, T)
         aligned = items.gather(1, gather)  # real clicks first, padding after
         table = self._cached("input", lambda: self.item_encoder(self._buffers_by_name()))  # (V, D)
-        x = F.embedding(aligned, table)  # (B, T, D)
-        x = x + self.positions.weight[:width]
-        x = F.dropout(x, self.config.input_dropout if dropout else 0.0)
-        if last_only:
+        embedded = F.embedding(aligned, table)  # (B, T, D)
+        input_dropout = self.config.input_dropout if dropout else 0.0
+        x = F.dropout(embedded + self.positions.weight[:width], input_dropout)
+        if last_only and self.readout_logit is None:
             for block in self.blocks[:-1]:
                 x = block(x, dropout)
-            return self.final_norm(self.blocks[-1].forward_at(x, lengths - 1))
+            states = self.final_norm(self.blocks[-1].forward_at(x, lengths - 1))
+            return states, states
         for block in self.blocks:
             x = block(x, dropout)
-        return self.final_norm(x)
+        states = self.final_norm(x)
+        vectors = states
+        if self.readout_logit is not None:
+            logits = self.readout_logit(states).squeeze(2)
+            mixed = prefix_weighted_sums(logits, F.dropout(embedded, input_dropout))
+            vectors = mixed if self.config.readout == "items" else states + mixed
+        if last_only:
+            rows = torch.arange(items.shape[0], device=items.device)
+            return states[rows, lengths - 1], vectors[rows, lengths - 1]
+        return states, vectors
 
-    def _heads(self, states: torch.Tensor, dropout: float) -> ItemQuery:
-        """(N, D) states -> the `ItemQuery`: (N, D') item queries, (N, C) category logits (PAD = -inf)."""
+    def _heads(self, states: torch.Tensor, vectors: torch.Tensor, dropout: float) -> ItemQuery:
+        """The `ItemQuery` of (N, D) states and item-side vectors (`_encode`).
+
+        Returns (N, D') item queries and (N, C) category logits (PAD = -inf).
+        """
         category_logits = self.category_head(states).float()
         category_logits[:, 0] = float("-inf")
         table = None if self.category_table is None else self.category_table.weight
-        query = self.category_feed.query(states, category_logits, dropout, table)
+        query = self.category_feed.query(vectors, category_logits, dropout, table)
         if self.config.score_scale:
             query = F.normalize(query.float(), dim=1) * self.config.score_scale
         if self.item_bias is not None:
@@ -450,8 +476,8 @@ class HierSRec(nn.Module):
         """
         cases = NextClickCases.of(batch, self.config.max_len, target_mask)
         dropout = self.config.dropout if self.training else 0.0
-        states = self._states(cases.inputs, cases.input_lengths, dropout)  # (B, T-1, D)
-        return self._heads(states[cases.selected], dropout), cases.targets
+        states, vectors = self._encode(cases.inputs, cases.input_lengths, dropout)  # (B, T-1, D) each
+        return self._heads(states[cases.selected], vectors[cases.selected], dropout), cases.targets
 
     def _item_loss(self, query: ItemQuery, target_items, target_categories, category_loss) -> torch.Tensor:
         # The run's loss (`reference_item_loss` is the exact one written plainly).
@@ -495,8 +521,8 @@ class HierSRec(nn.Module):
         items, lengths = batch.items[:, -self.config.max_len :], batch.lengths.clamp(max=self.config.max_len)
         if (lengths < 1).any():
             raise DataError("cannot score an empty session: every row needs at least one known click")
-        last = self._states(items, lengths, dropout=0.0, last_only=True)  # (B, D)
-        query = self._heads(last, dropout=0.0)
+        states, vectors = self._encode(items, lengths, dropout=0.0, last_only=True)  # (B, D) each
+        query = self._heads(states, vectors, dropout=0.0)
         return ItemQuery(
             query.vectors.float(), query.category_logits, query.category_offsets, query.normalise_within_category
         )

@@ -96,6 +96,7 @@ class ItemLoss:
         *,
         negatives: int = 1024,
         gbce_t: float = 0.75,
+        label_smoothing: float = 0.0,
         item_counts: np.ndarray | torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
@@ -105,7 +106,15 @@ class ItemLoss:
             raise ConfigError(f"train.negatives must be an int >= 1, got {negatives!r}")
         if not 0.0 <= gbce_t <= 1.0:
             raise ConfigError(f"train.gbce_t must be in [0, 1], got {gbce_t!r}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ConfigError(f"train.label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        if label_smoothing and kind in SAMPLED_LOSSES:
+            raise ConfigError(
+                f"train.label_smoothing spreads the target over every item, but train.loss = {kind!r} scores a "
+                "sample of them; use train.loss = 'auto', 'full' or 'chunked', or label_smoothing = 0"
+            )
         self.kind = kind
+        self.label_smoothing = label_smoothing
         self.negatives = negatives
         self.gbce_t = gbce_t
         self.generator = generator
@@ -114,7 +123,10 @@ class ItemLoss:
 
     def __repr__(self) -> str:
         counts = "none" if self._shares is None else f"{self._shares.numel()} items"
-        return f"ItemLoss({self.kind!r}, negatives={self.negatives}, gbce_t={self.gbce_t}, item_counts={counts})"
+        return (
+            f"ItemLoss({self.kind!r}, negatives={self.negatives}, gbce_t={self.gbce_t}, "
+            f"label_smoothing={self.label_smoothing}, item_counts={counts})"
+        )
 
     def resolved(self, n_rows: int, n_items: int) -> str:
         """The loss computed for a batch of ``n_rows`` targets over ``n_items`` items: "auto" made concrete."""
@@ -154,6 +166,12 @@ class ItemLoss:
             ConfigError: a sampled loss with ``target_groups`` or ``group_bias``, or item counts of another size.
         """
         grouped = target_groups is not None or group_bias is not None
+        if grouped and self.label_smoothing:
+            raise ConfigError(
+                "train.label_smoothing spreads the target over every item, but this model's loss is a softmax within "
+                "the target's category or with per-category offsets (the 'factorised' and 'prior' feeds); use "
+                "label_smoothing = 0 or another category feed"
+            )
         if grouped and self.kind in SAMPLED_LOSSES:
             raise ConfigError(
                 f"train.loss = {self.kind!r} scores a sample of the items, but this loss needs the softmax over "
@@ -167,21 +185,32 @@ class ItemLoss:
             query, table = query.float(), table.float()
             group_bias = None if group_bias is None else group_bias.float()
             if kind == "full":
-                return full_softmax_sum(
+                total = full_softmax_sum(
                     query, table, targets, item_groups=item_groups, target_groups=target_groups,
                     group_bias=group_bias, compute_dtype=compute_dtype,
                 )  # fmt: skip
+                return total + self._smoothing_sum(query, table, targets)
             if kind == "chunked":
-                return softmax_cross_entropy_sum(
+                total = softmax_cross_entropy_sum(
                     query, table, targets, item_groups=item_groups, target_groups=target_groups,
                     group_bias=group_bias, chunk_size=chunk_size, compute_dtype=compute_dtype,
                 )  # fmt: skip
+                return total + self._smoothing_sum(query, table, targets)
             negatives = draw_negatives(table.shape[0], self.negatives, query.device, self.generator)
             if kind == "sampled":
                 shares = self._device_shares(table.shape[0], query.device)
                 return sampled_softmax_sum(query, table, targets, negatives, shares=shares, compute_dtype=compute_dtype)
             beta = gbce_beta(self.negatives, table.shape[0], self.gbce_t)
             return gbce_sum(query, table, targets, negatives, beta=beta, compute_dtype=compute_dtype)
+
+    def _smoothing_sum(self, query: torch.Tensor, table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | float:
+        # Label smoothing eps over the V - 1 real items: per row (1 - eps) CE + eps mean_j(-log p_j) = CE + eps
+        # (s_target - mean_j s_j), and mean_j s_j = q . mean_j v_j, so no (N, V) scores are needed beyond the
+        # kernel's (the same value as F.cross_entropy's label_smoothing, a test checks it).
+        if not self.label_smoothing:
+            return 0.0
+        margin = (query * table[targets]).sum() - query.sum(dim=0) @ table[1:].mean(dim=0)
+        return self.label_smoothing * margin
 
     def _device_shares(self, n_items: int, device: torch.device) -> torch.Tensor | None:
         if self._shares is None:

@@ -91,16 +91,21 @@ def train(
         on_epoch_end: called with each epoch's record after its checkpoint is written; an exception it raises
             stops training there (`hiersrec.search` prunes a trial this way).
 
-    The model trains with the next-item loss of ``cfg`` (``loss``, ``negatives``, ``gbce_t``), whose sampled
-    softmax corrects by the items' click counts in ``train_sessions``; it keeps that ``item_loss`` afterwards.
+    The model trains with the next-item loss of ``cfg`` (``loss``, ``negatives``, ``gbce_t``,
+    ``label_smoothing``), whose sampled softmax corrects by the items' click counts in ``train_sessions``; it
+    keeps that ``item_loss`` afterwards.
 
     Raises:
         TrainingDivergedError: the loss became NaN or infinite.
         ConfigError: ``cfg.loss`` cannot train this model (`hiersrec.config.check_item_loss`).
     """
-    check_item_loss(model.config, cfg.loss)
+    check_item_loss(model.config, cfg.loss, cfg.label_smoothing)
     model.item_loss = ItemLoss(
-        cfg.loss, negatives=cfg.negatives, gbce_t=cfg.gbce_t, item_counts=train_sessions.item_counts(catalog.n_items)
+        cfg.loss,
+        negatives=cfg.negatives,
+        gbce_t=cfg.gbce_t,
+        label_smoothing=cfg.label_smoothing,
+        item_counts=train_sessions.item_counts(catalog.n_items),
     )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
