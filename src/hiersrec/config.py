@@ -33,7 +33,7 @@ from hiersrec.models import check_params, is_neural, model_class, model_name_of,
 from hiersrec.models.category_feed import EXACT_LOSS_FEEDS
 from hiersrec.models.gru4rec import GRU4RecConfig
 from hiersrec.models.hiersrec import HierSRecConfig
-from hiersrec.models.item_loss import EXACT_LOSSES, ITEM_LOSSES, ItemLossName
+from hiersrec.models.item_loss import EXACT_LOSSES, ITEM_LOSSES, ItemLossName, check_label_smoothing
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"  # shipped with the package (package data)
 
@@ -97,13 +97,7 @@ class TrainConfig:
             raise ConfigError("train.schedule must be cosine, linear or constant; train.precision fp32 or bf16")
         if self.loss not in ITEM_LOSSES:
             raise ConfigError(f"train.loss must be one of {', '.join(ITEM_LOSSES)}, not {self.loss!r}")
-        if not self.label_smoothing < 1.0:
-            raise ConfigError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.label_smoothing and self.loss not in EXACT_LOSSES:
-            raise ConfigError(
-                f"train.label_smoothing spreads each target over every item, but train.loss = {self.loss!r} scores "
-                "a sample of them; use train.loss = 'auto', 'full' or 'chunked', or train.label_smoothing = 0"
-            )
+        check_label_smoothing(self.loss, self.label_smoothing)
 
 
 @dataclass(frozen=True)

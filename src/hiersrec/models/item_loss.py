@@ -106,13 +106,7 @@ class ItemLoss:
             raise ConfigError(f"train.negatives must be an int >= 1, got {negatives!r}")
         if not 0.0 <= gbce_t <= 1.0:
             raise ConfigError(f"train.gbce_t must be in [0, 1], got {gbce_t!r}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ConfigError(f"train.label_smoothing must be in [0, 1), got {label_smoothing!r}")
-        if label_smoothing and kind in SAMPLED_LOSSES:
-            raise ConfigError(
-                f"train.label_smoothing spreads the target over every item, but train.loss = {kind!r} scores a "
-                "sample of them; use train.loss = 'auto', 'full' or 'chunked', or label_smoothing = 0"
-            )
+        check_label_smoothing(kind, label_smoothing)
         self.kind = kind
         self.label_smoothing = label_smoothing
         self.negatives = negatives
@@ -220,6 +214,21 @@ class ItemLoss:
         if device not in self._shares_on:
             self._shares_on[device] = self._shares.to(device)
         return self._shares_on[device]
+
+
+def check_label_smoothing(kind: str, label_smoothing: float) -> None:
+    """Refuse a ``train.label_smoothing`` outside [0, 1), or any smoothing with a sampled ``train.loss``.
+
+    Raises:
+        ConfigError: saying what to use instead.
+    """
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ConfigError(f"train.label_smoothing must be in [0, 1), got {label_smoothing!r}")
+    if label_smoothing and kind in SAMPLED_LOSSES:
+        raise ConfigError(
+            f"train.label_smoothing spreads each target over every item, but train.loss = {kind!r} scores a "
+            "sample of them; use train.loss = 'auto', 'full' or 'chunked', or train.label_smoothing = 0"
+        )
 
 
 def item_shares(item_counts: torch.Tensor) -> torch.Tensor:
