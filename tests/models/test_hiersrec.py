@@ -97,6 +97,22 @@ def test_the_items_readout_of_one_click_is_that_items_representation(tiny_shop, 
     torch.testing.assert_close(model.query(batch).vectors, expected.float(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("gate_bias", [30.0, -30.0])
+def test_the_gated_readout_of_one_click_leans_where_its_gate_says(tiny_shop, gate_bias):
+    # A gate near 1 gives the state readout itself; near 0, the clicked item's direction at the state's length.
+    model = build(tiny_shop.catalog, readout="gated", category_feed="none", score_scale=0.0)
+    plain = build(tiny_shop.catalog, readout="state", category_feed="none", score_scale=0.0)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if "readout" not in k})
+    batch = whole_batch([[3], [7], [11]], tiny_shop.catalog)
+    with torch.no_grad():
+        model.readout_gate.weight.zero_()
+        model.readout_gate.bias.fill_(gate_bias)
+        state = plain.query(batch).vectors
+        items = model.item_output_embeddings()[torch.tensor([3, 7, 11])].float()
+        expected = state if gate_bias > 0 else F.normalize(items, dim=1) * state.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(model.query(batch).vectors, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_the_items_readout_weighs_the_session_items_by_the_states(tiny_shop):
     # Two clicks: the query is a convex combination of the two items' representations, with weights that move
     # when the weight logits do.

@@ -17,8 +17,12 @@ Recommendations", ORSUM @ RecSys 2023 (arXiv 2309.06533); the design follows ``m
   and a per-item bias (folded in as one more dimension, so scores stay a plain dot product).
 * Readout (``readout``): the item query starts from the last click's state (``"state"``), or, as in CORE (Hou
   et al., SIGIR 2022), from a softmax-weighted sum of the session's own input item representations, the
-  weights read from the states (``"items"``), or from the two added (``"both"``): the query then lies in the
-  space the items are scored in, and an item already clicked sits close to it.
+  weights read from the states (``"items"``): the query then lies in the space the items are scored in, and an
+  item already clicked sits close to it. ``"both"`` adds the two; ``"gated"`` mixes their directions with a
+  gate read from the state, at the state's length. The sum is dominated by the state (layer-normalised, length
+  about sqrt(D), against embeddings of std 0.02), so it learns little from the items; the gate lets each
+  session lean on its own items (a shop of repeats and close substitutes) or on the state (a shop of
+  transitions to items not yet seen).
 * Loss ``L_item + lambda L_cat`` (cross-entropy over all items / all categories) at every position of
   whole sessions in one forward pass: the same (prefix, next item) cases as prefix augmentation.
 
@@ -59,8 +63,8 @@ from hiersrec.models.item_loss import ItemLoss
 
 TextFeatures = Literal["none", "hashed", "minilm"]
 OutputEmbedding = Literal["encoder", "ids", "separate"]
-Readout = Literal["state", "items", "both"]
-READOUTS = ("state", "items", "both")
+Readout = Literal["state", "items", "both", "gated"]
+READOUTS = ("state", "items", "both", "gated")
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,8 @@ class HierSRecConfig:
     item_bias: bool = False  # learned per-item score bias
     score_scale: float = 0.0  # > 0: cosine(q, v) * score_scale instead of the dot product
     readout: Readout = "state"  # the item query starts from the last click's state, from CORE's weighted sum of
-    # the session's own input item representations ("items"; weights from the states), or from their sum ("both")
+    # the session's own input item representations ("items"; weights from the states), from their sum ("both"),
+    # or from their directions mixed by a gate read from the state ("gated")
     loss_chunk: int = 256  # rows per chunk of the full-softmax loss
 
     def __post_init__(self) -> None:
@@ -319,6 +324,7 @@ class HierSRec(nn.Module):
         )
         self.item_bias = nn.Parameter(torch.zeros(config.n_items)) if config.item_bias else None
         self.readout_logit = nn.Linear(config.d_model, 1) if config.readout != "state" else None
+        self.readout_gate = nn.Linear(config.d_model, 1) if config.readout == "gated" else None
         self.apply(init_weights)
         for encoder in (self.item_encoder, self.output_encoder):
             if encoder is not None and encoder.proj is not None:
@@ -374,7 +380,8 @@ class HierSRec(nn.Module):
         hold padding outputs that nothing reads. Because padding moves to the right, a causal mask alone
         keeps real clicks from seeing it, and position j is the same whatever the padding. The states feed
         the category head; the item-side vectors (``readout``) start the item query: the states themselves,
-        or CORE's prefix-weighted sums of the input item representations (added to the states for "both").
+        or CORE's prefix-weighted sums of the input item representations (added to the states for "both",
+        mixed with them by direction for "gated").
         With ``last_only`` (inference, no dropout), each row's outputs at its last real click, (B, D) each.
         """
         width = items.shape[1]
@@ -397,11 +404,22 @@ class HierSRec(nn.Module):
         if self.readout_logit is not None:
             logits = self.readout_logit(states).squeeze(2)
             mixed = prefix_weighted_sums(logits, F.dropout(embedded, input_dropout))
-            vectors = mixed if self.config.readout == "items" else states + mixed
+            vectors = self._mix_readout(states, mixed)
         if last_only:
             rows = torch.arange(items.shape[0], device=items.device)
             return states[rows, lengths - 1], vectors[rows, lengths - 1]
         return states, vectors
+
+    def _mix_readout(self, states: torch.Tensor, mixed: torch.Tensor) -> torch.Tensor:
+        """The item-side vectors (..., D) of the states and CORE's weighted item sums (..., D), per ``readout``."""
+        if self.config.readout == "items":
+            return mixed
+        if self.readout_gate is None:  # "both"
+            return states + mixed
+        # Directions mixed, length the state's: the two parts differ in length by ~50x at initialisation.
+        gate = torch.sigmoid(self.readout_gate(states))  # (..., 1)
+        direction = gate * F.normalize(states, dim=-1) + (1.0 - gate) * F.normalize(mixed, dim=-1)
+        return states.norm(dim=-1, keepdim=True) * direction
 
     def _heads(self, states: torch.Tensor, vectors: torch.Tensor, dropout: float) -> ItemQuery:
         """The `ItemQuery` of (N, D) states and item-side vectors (`_encode`).
