@@ -13,11 +13,10 @@ import torch.nn.functional as F
 from hiersrec.data.batching import left_pad, make_batch, prefix_batch
 from hiersrec.errors import ConfigError, DataError
 from hiersrec.models.base import ItemQuery
-from hiersrec.models.hiersrec import HierSRec, HierSRecConfig, ItemFeatures
+from hiersrec.models.hiersrec import READOUTS, HierSRec, HierSRecConfig, ItemFeatures
 from hiersrec_support import MAX_LEN, build_model
 
 FEEDS = ("concat", "expected", "factorised", "prior", "none")
-READOUTS = ("state", "items", "both")
 
 
 def build(catalog, seed: int = 0, **overrides) -> HierSRec:
@@ -68,6 +67,51 @@ def test_prefix_scores_equal_the_whole_session_output_at_that_position(tiny_shop
     out = model(whole_batch(sessions, tiny_shop.catalog, width=MAX_LEN + 1))  # extra left padding too
     whole = _scores_from_output(model, out)
     torch.testing.assert_close(prefix_scores, whole, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("feed", ["concat", "factorised"])
+def test_category_repeat_is_causal_and_prefix_scores_equal_the_whole_session_output(tiny_shop, sessions, feed):
+    model = build(tiny_shop.catalog, category_feed=feed, category_repeat=True)
+    data = type(tiny_shop.train).from_lists([s.tolist() for s in sessions])
+    query = model.query(prefix_batch(data, tiny_shop.catalog, data.target_positions(), MAX_LEN))
+    out = model(whole_batch(sessions, tiny_shop.catalog, width=MAX_LEN + 1))
+    torch.testing.assert_close(query.category_logits, out.category_logits.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model.score_query(query), _scores_from_output(model, out), rtol=1e-5, atol=1e-5)
+    session = sessions[3]
+    changed = session.copy()
+    changed[5:] = (changed[5:] % tiny_shop.catalog.n_items) + 1
+    out_changed = model(whole_batch([changed], tiny_shop.catalog))
+    out_one = model(whole_batch([session], tiny_shop.catalog))
+    torch.testing.assert_close(out_one.category_logits[:5], out_changed.category_logits[:5], rtol=0, atol=0)
+
+
+def test_category_repeat_with_zero_bonuses_is_the_plain_model(tiny_shop, sessions):
+    model = build(tiny_shop.catalog, category_repeat=True)
+    plain = build(tiny_shop.catalog)
+    with torch.no_grad():
+        model.category_repeat.zero_()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k != "category_repeat"})
+    batch = whole_batch(sessions, tiny_shop.catalog)
+    torch.testing.assert_close(model(batch).category_logits, plain(batch).category_logits, rtol=0, atol=0)
+    torch.testing.assert_close(model.score(batch), plain.score(batch), rtol=0, atol=0)
+
+
+def test_category_repeat_bonuses_reward_the_last_and_the_seen_categories(tiny_shop):
+    # Each bonus adds its value (times the gain) to exactly the categories it names, and nothing elsewhere.
+    model = build(tiny_shop.catalog, category_repeat=True)
+    category = model.features_item_category
+    first, last = 3, int(np.flatnonzero(category.numpy() != category[3].item())[1])
+    batch = whole_batch([[first, last]], tiny_shop.catalog)
+    with torch.no_grad():
+        model.category_repeat.zero_()
+        base = model.query(batch).category_logits[0]
+        model.category_repeat.copy_(torch.tensor([0.2, 0.05]))
+        moved = model.query(batch).category_logits[0] - base
+    expected = torch.zeros_like(base)
+    expected[category[first]] = 0.5
+    expected[category[last]] = 2.5  # last (2.0) and seen (0.5)
+    expected[0] = float("nan")  # PAD stays -inf
+    torch.testing.assert_close(moved[1:], expected[1:], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("n_layers", [1, 3])

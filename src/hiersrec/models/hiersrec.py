@@ -23,6 +23,10 @@ Recommendations", ORSUM @ RecSys 2023 (arXiv 2309.06533); the design follows ``m
   about sqrt(D), against embeddings of std 0.02), so it learns little from the items; the gate lets each
   session lean on its own items (a shop of repeats and close substitutes) or on the state (a shop of
   transitions to items not yet seen).
+* Category repeats (``category_repeat``): the category head adds two learned logit bonuses, one for the last
+  click's category and one for every category already in the session, so it starts near "repeat the last
+  category" (which a plain head trails at acc@1 on diginetica) and its weights can spend themselves on the
+  switches.
 * Loss ``L_item + lambda L_cat`` (cross-entropy over all items / all categories) at every position of
   whole sessions in one forward pass: the same (prefix, next item) cases as prefix augmentation.
 
@@ -53,7 +57,13 @@ from hiersrec.data.batching import SessionBatch
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.text import SENTENCE_EMBEDDING_DIM, hashed_token_bags, sentence_embeddings
 from hiersrec.errors import ConfigError, DataError
-from hiersrec.models._transformer import CausalBlock, NextClickCases, init_weights, prefix_weighted_sums
+from hiersrec.models._transformer import (
+    CausalBlock,
+    NextClickCases,
+    align_left,
+    init_weights,
+    prefix_weighted_sums,
+)
 from hiersrec.models.base import ItemQuery, item_query_scores, load_weights
 from hiersrec.models.category_feed import CATEGORY_FEEDS, CategoryFeed, CategoryFeedName
 from hiersrec.models.item_loss import ItemLoss
@@ -98,6 +108,8 @@ class HierSRecConfig:
     readout: Readout = "state"  # the item query starts from the last click's state, from CORE's weighted sum of
     # the session's own input item representations ("items"; weights from the states), from their sum ("both"),
     # or from their directions mixed by a gate read from the state ("gated")
+    category_repeat: bool = False  # learned category-logit bonuses for the last click's category and for every
+    # category already in the session
     loss_chunk: int = 256  # rows per chunk of the full-softmax loss
 
     def __post_init__(self) -> None:
@@ -143,6 +155,11 @@ _BOUNDS = {
     "category_loss_weight": (0.0, 1e6),
     "score_scale": (0.0, 1e6),
 }
+
+
+# The category-repeat bonuses are this many times their parameters: AdamW moves a parameter by about lr per
+# step, and a bonus worth having (a few logits) would otherwise take thousands of steps to reach.
+_REPEAT_GAIN = 10.0
 
 
 def _replace(config: HierSRecConfig, **changes: Any) -> HierSRecConfig:
@@ -325,6 +342,8 @@ class HierSRec(nn.Module):
         self.item_bias = nn.Parameter(torch.zeros(config.n_items)) if config.item_bias else None
         self.readout_logit = nn.Linear(config.d_model, 1) if config.readout != "state" else None
         self.readout_gate = nn.Linear(config.d_model, 1) if config.readout == "gated" else None
+        # (last click's category, any category of the session) bonuses, in units of _REPEAT_GAIN (see there).
+        self.category_repeat = nn.Parameter(torch.zeros(2)) if config.category_repeat else None
         self.apply(init_weights)
         for encoder in (self.item_encoder, self.output_encoder):
             if encoder is not None and encoder.proj is not None:
@@ -421,12 +440,41 @@ class HierSRec(nn.Module):
         direction = gate * F.normalize(states, dim=-1) + (1.0 - gate) * F.normalize(mixed, dim=-1)
         return states.norm(dim=-1, keepdim=True) * direction
 
-    def _heads(self, states: torch.Tensor, vectors: torch.Tensor, dropout: float) -> ItemQuery:
+    def _session_categories(
+        self, items: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """What `category_repeat` reads of N cases, or None without it.
+
+        Case n is the prefix of LEFT-padded ``items[rows[n]]`` that ends at its real click ``positions[n]``
+        (0 = the oldest). Returns the (N, T) categories of each prefix (0 past its end) and the (N,) category
+        of its last click.
+        """
+        if self.category_repeat is None:
+            return None
+        categories = self.features_item_category[align_left(items, lengths)[rows]]  # (N, T)
+        columns = torch.arange(items.shape[1], device=items.device)
+        last = categories.gather(1, positions[:, None]).squeeze(1)
+        return categories.masked_fill(columns[None, :] > positions[:, None], 0), last
+
+    def _heads(
+        self,
+        states: torch.Tensor,
+        vectors: torch.Tensor,
+        dropout: float,
+        session_categories: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> ItemQuery:
         """The `ItemQuery` of (N, D) states and item-side vectors (`_encode`).
 
+        ``session_categories`` (`_session_categories`) is required with ``category_repeat``.
         Returns (N, D') item queries and (N, C) category logits (PAD = -inf).
         """
         category_logits = self.category_head(states).float()
+        if self.category_repeat is not None:
+            prefix, last = session_categories
+            bonus = _REPEAT_GAIN * self.category_repeat.float()
+            seen = torch.zeros_like(category_logits).scatter_(1, prefix, 1.0)
+            category_logits = category_logits + bonus[1] * seen
+            category_logits = category_logits.scatter_add(1, last[:, None], bonus[0].expand(last.shape[0], 1))
         category_logits[:, 0] = float("-inf")
         table = None if self.category_table is None else self.category_table.weight
         query = self.category_feed.query(vectors, category_logits, dropout, table)
@@ -495,7 +543,9 @@ class HierSRec(nn.Module):
         cases = NextClickCases.of(batch, self.config.max_len, target_mask)
         dropout = self.config.dropout if self.training else 0.0
         states, vectors = self._encode(cases.inputs, cases.input_lengths, dropout)  # (B, T-1, D) each
-        return self._heads(states[cases.selected], vectors[cases.selected], dropout), cases.targets
+        rows, positions = cases.selected.nonzero(as_tuple=True)  # row-major, as the boolean index below
+        categories = self._session_categories(cases.inputs, cases.input_lengths, rows, positions)
+        return self._heads(states[cases.selected], vectors[cases.selected], dropout, categories), cases.targets
 
     def _item_loss(self, query: ItemQuery, target_items, target_categories, category_loss) -> torch.Tensor:
         # The run's loss (`reference_item_loss` is the exact one written plainly).
@@ -540,7 +590,8 @@ class HierSRec(nn.Module):
         if (lengths < 1).any():
             raise DataError("cannot score an empty session: every row needs at least one known click")
         states, vectors = self._encode(items, lengths, dropout=0.0, last_only=True)  # (B, D) each
-        query = self._heads(states, vectors, dropout=0.0)
+        rows = torch.arange(items.shape[0], device=items.device)
+        query = self._heads(states, vectors, 0.0, self._session_categories(items, lengths, rows, lengths - 1))
         return ItemQuery(
             query.vectors.float(), query.category_logits, query.category_offsets, query.normalise_within_category
         )
