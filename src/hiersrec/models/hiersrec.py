@@ -404,9 +404,7 @@ class HierSRec(nn.Module):
         With ``last_only`` (inference, no dropout), each row's outputs at its last real click, (B, D) each.
         """
         width = items.shape[1]
-        shift = width - lengths  # (B,) padding columns on the left
-        gather = (torch.arange(width, device=items.device)[None, :] + shift[:, None]) % width  # (B, T)
-        aligned = items.gather(1, gather)  # real clicks first, padding after
+        aligned = align_left(items, lengths)  # real clicks first, padding after
         table = self._cached("input", lambda: self.item_encoder(self._buffers_by_name()))  # (V, D)
         embedded = F.embedding(aligned, table)  # (B, T, D)
         input_dropout = self.config.input_dropout if dropout else 0.0
