@@ -16,9 +16,10 @@ For one dataset (a name from ``hiersrec_common.DATASETS`` or a prepared / SR-GNN
 
 Each test evaluation ranks every test case's target against all items (the dataset's protocol, pessimistic
 ties) and saves the per-case ranks (``test_ranks.npy`` in the job's folder). The reference is the model with
-the best mean test MRR@20 (a reporting choice: nothing is selected by it); every other model is compared with
-it seed by seed over the same test cases (`hiersrec.eval.significance.compare`: paired bootstrap 99% intervals
-and a Wilcoxon signed-rank test). Reported per model: mean +- std over seeds, the chosen epochs, training
+the best mean test MRR@20 (a reporting choice: nothing is selected by it), or each model named by
+``--reference`` (e.g. a model and its ablation); every other model is compared with it seed by seed over the
+same test cases (`hiersrec.eval.significance.compare`: paired bootstrap 99% intervals and a Wilcoxon
+signed-rank test). Reported per model: mean +- std over seeds, the chosen epochs, training
 seconds per epoch (mean over the epochs run; fitted models: the fit), the peak resident memory of the
 process that trained it (every job runs in a fresh process, one after another) and the test evaluation seconds.
 
@@ -74,6 +75,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--search-trials", type=int, default=0, help="Optuna trials per model on validation first (0: none)"
     )
     parser.add_argument("--run", action="append", default=[], metavar="NAME=DIR,DIR", help="evaluate saved runs")
+    parser.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="compare every other model with this one (repeatable; default: the best mean test MRR@20)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads of every job")
     parser.add_argument("--valid-only", action="store_true", help="never read test: a table of validation figures")
     parser.add_argument("--out", type=Path, help="output stem; an existing one's finished jobs are kept")
@@ -325,26 +333,33 @@ def paired_tests(records: list[dict[str, Any]], reference: str) -> dict[str, lis
 
 
 def markdown(
-    summary: dict[str, dict[str, Any]], tests: dict[str, list], reference: str, settings: dict, split: str = "test"
+    summary: dict[str, dict[str, Any]],
+    tests: dict[str, dict[str, list]],
+    settings: dict,
+    split: str = "test",
 ) -> str:
-    """The settings, the table (metrics in %, mean +- std), then the paired tests (test only)."""
+    """The settings, the table (metrics in %, mean +- std), then the paired tests per reference (test only).
+
+    ``tests`` maps each reference to its `paired_tests`; the first reference is the table's "vs" column.
+    """
     lines = header_lines(settings)
+    reference = next(iter(tests), None)
     if split == "test":
-        lines += ["", f"## test (each model tested once; reference: {reference}, the best mean test MRR@20)", ""]
+        lines += ["", f"## test (each model tested once; reference: {reference}, {settings['reference rule']})", ""]
     else:
         lines += ["", "## validation (the test split was not read)", ""]
     keys = [k for k in TABLE if all(k in entry[split] for entry in summary.values())]
     lines.append(
-        "| model | kind | seeds | lr | " + " | ".join(keys) + " | vs best | epochs | s/epoch | peak GiB | eval s |"
+        "| model | kind | seeds | lr | " + " | ".join(keys) + " | vs reference | epochs | s/epoch | peak GiB | eval s |"
     )
     lines.append("|---" * (len(keys) + 9) + "|")
     for name, entry in sorted(summary.items(), key=lambda item: -item[1][split][REFERENCE_METRIC]["mean"]):
         cells = [_percent(entry[split][k], len(entry["seeds"])) for k in keys]
-        rows = tests.get(name, [])
+        rows = tests[reference].get(name, []) if reference else []
         mark = (
             "-"
             if split != "test"
-            else "best"
+            else "reference"
             if name == reference
             else f"{sum(r['worse'] for r in rows)}/{len(rows)} worse"
         )
@@ -358,17 +373,18 @@ def markdown(
         )
     if split != "test":
         return "\n".join(lines) + "\n"
-    lines += [
-        "",
-        f"## paired tests against {reference} (same test cases; 99% bootstrap intervals, Wilcoxon signed-rank)",
-        "",
-        "| model | seed | ref seed | MRR@20 diff | 99% CI | HR@20 diff | 99% CI | Wilcoxon p |",
-        "|---|---:|---:|---:|---|---:|---|---:|",
-    ]
-    for name, rows in tests.items():
-        for row in rows:
-            seeds = (_cell([row["seed"]]), _cell([row["reference_seed"]]))
-            lines.append(f"| {name} | {seeds[0]} | {seeds[1]} | {paired_cells(row)} |")
+    for reference, against in tests.items():
+        lines += [
+            "",
+            f"## paired tests against {reference} (same test cases; 99% bootstrap intervals, Wilcoxon signed-rank)",
+            "",
+            "| model | seed | ref seed | MRR@20 diff | 99% CI | HR@20 diff | 99% CI | Wilcoxon p |",
+            "|---|---:|---:|---:|---|---:|---|---:|",
+        ]
+        for name, rows in against.items():
+            for row in rows:
+                seeds = (_cell([row["seed"]]), _cell([row["reference_seed"]]))
+                lines.append(f"| {name} | {seeds[0]} | {seeds[1]} | {paired_cells(row)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -423,8 +439,11 @@ def main(argv: list[str] | None = None) -> None:
                   f"{split} HR@20 {100 * figures.get('hr@20', float('nan')):.2f} "
                   f"MRR@20 {100 * figures.get('mrr@20', float('nan')):.2f}", flush=True)  # fmt: skip
     summary = summarise(records, split)
-    reference = max(summary, key=lambda m: summary[m][split][REFERENCE_METRIC]["mean"])
-    tests = {} if args.valid_only else paired_tests(records, reference)
+    unknown = sorted(set(args.reference) - set(summary))
+    if unknown:
+        raise SystemExit(f"--reference {', '.join(unknown)}: not a model of this comparison ({sorted(summary)})")
+    references = args.reference or [max(summary, key=lambda m: summary[m][split][REFERENCE_METRIC]["mean"])]
+    tests = {} if args.valid_only else {ref: paired_tests(records, ref) for ref in references}
     settings = {
         "dataset": name,
         "neural overrides": args.overrides,
@@ -432,12 +451,20 @@ def main(argv: list[str] | None = None) -> None:
         "tuned fitted models": str(args.baselines) if args.baselines else "none (defaults)",
         "search trials per model": args.search_trials,
         "saved runs": args.run,
+        "reference rule": "chosen by --reference" if args.reference else "the best mean test MRR@20",
         "protocol": "checkpoints and hyperparameters chosen on validation; "
         + ("the test split never read" if args.valid_only else "test read once per job")
         + "; full ranking, pessimistic ties",
     }
-    body = markdown(summary, tests, reference, settings, split)
-    payload = {**settings, "reference": reference, "summary": summary, "paired": tests, "runs": records}
+    body = markdown(summary, tests, settings, split)
+    payload = {
+        **settings,
+        "reference": references[0],
+        "summary": summary,
+        "paired": tests.get(references[0], {}),
+        "paired_by_reference": tests,
+        "runs": records,
+    }
     write_results(out, results_header(__file__, argv), payload, f"Every model on {name}", body)
     print(body)
 

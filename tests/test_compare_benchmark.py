@@ -79,6 +79,18 @@ def test_table_paired_tests_and_a_rerun_that_keeps_finished_jobs(compare, shop, 
     records = [json.loads(line) for line in (out.parent / "compare-shop.jsonl").read_text().splitlines()]
     assert [r["model"] for r in records].count("pop") == 1 and len(records) == 4
 
+    # Chosen references (e.g. a model and its ablation): every other model is paired with each, from the same jobs.
+    compare.main([*common, "--models", "stamp,spop,pop", *neural, "--reference", "pop", "--reference", "spop"])
+    payload = json.loads((out.parent / "compare-shop.json").read_text())
+    assert payload["reference"] == "pop" and list(payload["paired_by_reference"]) == ["pop", "spop"]
+    assert payload["paired"] == payload["paired_by_reference"]["pop"] and set(payload["paired"]) == {"stamp", "spop"}
+    assert len(payload["paired_by_reference"]["spop"]["stamp"]) == 2  # one fit, paired with both seeds
+    markdown = (out.parent / "compare-shop.md").read_text()
+    assert "paired tests against pop" in markdown and "paired tests against spop" in markdown
+    assert "| pop | fit | 1 |" in markdown and "| reference |" in markdown
+    with pytest.raises(SystemExit, match="no_such_model"):
+        compare.main([*common, "--models", "stamp,spop,pop", *neural, "--reference", "no_such_model"])
+
     # Other settings for a finished job are refused, not silently mixed into the table.
     changed = [arg.replace("train.epochs=1", "train.epochs=2") for arg in neural]
     with pytest.raises(SystemExit, match="other settings"):
