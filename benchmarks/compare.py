@@ -11,7 +11,8 @@ For one dataset (a name from ``hiersrec_common.DATASETS`` or a prepared / SR-GNN
   defaults and is marked so);
 * ``--search-trials N``: instead, every trained or fitted model first runs the same Optuna search of N trials on
   the validation tail (`hiersrec.search`: seeded TPE, trial 0 = the configuration above, neural trials pruned
-  by epoch, the study in the job's folder), then trains or fits its best configuration: one budget for all;
+  by epoch, the study in the job's folder), then trains or fits its best configuration: one budget for all
+  (not with ``--baselines`` for a model it tunes: its tuned values would leave nothing to search);
 * **existing runs** (``--run NAME=DIR,DIR,...``, e.g. the shipped preset's seeds): evaluated as saved.
 
 Each test evaluation ranks every test case's target against all items (the dataset's protocol, pessimistic
@@ -134,6 +135,12 @@ def plan_jobs(args: argparse.Namespace, dataset: str, stem: Path) -> list[dict[s
                 jobs.append({**common, "kind": "train", "model": name, "seed": seed, "overrides": overrides, "lr": lr})
         else:
             params = tuned.get(name)
+            if params is not None and args.search_trials > 0:
+                # Values set by a configuration are fixed in a search: the tuned ones would leave nothing to search.
+                raise SystemExit(
+                    f"--search-trials with --baselines: {name}'s tuned values would fix every hyperparameter the "
+                    "search tries; drop --baselines to search from the defaults, or --search-trials to use them"
+                )
             overrides = [f"model.{k}={_text(v)}" for k, v in (params or {}).items()] + per_model.get(name, [])
             jobs.append({**common, "kind": "fit", "model": name, "seed": None, "overrides": overrides,
                          "tuned": params is not None or args.search_trials > 0 or not search_space(name)})  # fmt: skip

@@ -114,6 +114,16 @@ def test_bad_options_fail_before_anything_runs(compare, shop, tmp_path):
         compare.main(["--dataset", str(shop), "--models", "no_such_model", "--out", str(tmp_path / "z")])
 
 
+def test_a_search_over_tuned_values_is_refused(compare, shop, tmp_path):
+    # The tuned values would fix every hyperparameter, so the "search" would be one trial of them.
+    baselines = tmp_path / "baselines.json"
+    baselines.write_text(json.dumps({"results": [{"model": "sr", "params": {"name": "sr", "steps": 5}}]}))
+    with pytest.raises(SystemExit, match="drop --baselines"):
+        compare.main(["--dataset", str(shop), "--models", "sr", "--search-trials", "2", "--baselines",
+                      str(baselines), "--out", str(tmp_path / "x")])  # fmt: skip
+    assert not (tmp_path / "x.jsonl").exists()
+
+
 def test_one_search_budget_for_every_model(compare, shop, tmp_path):
     pytest.importorskip("optuna")
     out, runs = tmp_path / "compare-search", tmp_path / "runs"
