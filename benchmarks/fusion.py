@@ -37,7 +37,7 @@ from hiersrec.data.ingest import open_dataset
 from hiersrec.eval.significance import case_ranks, compare, per_case_metrics, significantly_better
 from hiersrec.models import make_model
 from hiersrec.train.run import TrainingData, fuse_run
-from reporting import REPO, resolve_stem, results_header, write_results
+from reporting import REPO, interval_cells, resolve_stem, results_header, write_results
 
 # The diginetica baselines tuned on the validation tail (benchmarks/results/baselines-diginetica.json).
 TUNED = {
@@ -236,10 +236,7 @@ def render(payload: dict[str, Any], args: argparse.Namespace) -> str:
             if key not in comp:
                 continue
             c = comp[key]
-            cells = " | ".join(
-                f"{100 * c[m]['difference']:+.2f} ({100 * c[m]['ci'][0]:+.2f}, {100 * c[m]['ci'][1]:+.2f})"
-                for m in ("mrr@20", "hr@20")
-            )
+            cells = interval_cells(c)
             lines.append(f"| {row['run']} | {row['rule']} {row['weight']:g} | {key.replace('_', ' ')} | {cells} | "
                          f"{c['wilcoxon_p']:.2g} | {'yes' if significantly_better(c) else 'no'} |")  # fmt: skip
     return "\n".join(lines)

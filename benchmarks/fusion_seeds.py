@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from reporting import resolve_stem, results_header, write_results
+from reporting import interval_cells, resolve_stem, results_header, write_results
 
 STAGES = ("neural", "fused", "refit")
 AGREEING_KEYS = ("dataset", "final_partner", "n_test_cases")
@@ -48,9 +48,7 @@ def pool(documents: dict[str, dict[str, Any]]) -> dict[str, Any]:
         for key in AGREEING_KEYS:
             if document[key] != first[key]:
                 raise SystemExit(f"{path}: {key} is {document[key]!r}, {first_path} has {first[key]!r}")
-        if {k: document["baseline"][k] for k in ("name", "params")} != {
-            k: first["baseline"][k] for k in ("name", "params")
-        }:
+        if _baseline_setting(document) != _baseline_setting(first):
             raise SystemExit(f"{path}: baseline {document['baseline']} differs from {first_path}'s")
         for row, comparison in zip(document["test"], document["comparisons"], strict=True):
             seeds.append({
@@ -69,18 +67,22 @@ def pool(documents: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for stage in STAGES:
         rows = [seed[stage] for seed in seeds if stage in seed]
         if rows:
-            pooled[stage] = {
-                metric: {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1
-                         else 0.0, "n": len(values)}
-                for metric in rows[0]
-                for values in [[row[metric] for row in rows]]
-            }  # fmt: skip
+            pooled[stage] = {metric: _mean_std([row[metric] for row in rows]) for metric in rows[0]}
     return {
         **{key: first[key] for key in AGREEING_KEYS},
         "baseline": first["baseline"],
         "seeds": seeds,
         "pooled": pooled,
     }
+
+
+def _baseline_setting(document: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return document["baseline"]["name"], document["baseline"]["params"]
+
+
+def _mean_std(values: list[float]) -> dict[str, float | int]:
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return {"mean": float(np.mean(values)), "std": std, "n": len(values)}
 
 
 def render(payload: dict[str, Any]) -> str:
@@ -113,11 +115,7 @@ def render(payload: dict[str, Any]) -> str:
     ]
     for seed in payload["seeds"]:
         for key, c in seed["comparisons"].items():
-            cells = " | ".join(
-                f"{100 * c[m]['difference']:+.2f} ({100 * c[m]['ci'][0]:+.2f}, {100 * c[m]['ci'][1]:+.2f})"
-                for m in ("mrr@20", "hr@20")
-            )
-            lines.append(f"| {seed['run']} | {key.replace('_', ' ')} | {cells} | {c['wilcoxon_p']:.2g} |")
+            lines.append(f"| {seed['run']} | {key.replace('_', ' ')} | {interval_cells(c)} | {c['wilcoxon_p']:.2g} |")
     return "\n".join(lines)
 
 

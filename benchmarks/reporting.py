@@ -73,6 +73,14 @@ def paired_cells(comparison: Mapping[str, Any], k: int = 20) -> str:
     )
 
 
+def interval_cells(comparison: Mapping[str, Any], k: int = 20) -> str:
+    """Markdown cells of a paired test, in %: ``MRR@k diff (99% CI) | HR@k diff (99% CI)``."""
+    return " | ".join(
+        f"{100 * c['difference']:+.2f} ({100 * c['ci'][0]:+.2f}, {100 * c['ci'][1]:+.2f})"
+        for c in (comparison[f"mrr@{k}"], comparison[f"hr@{k}"])
+    )
+
+
 def results_stem(benchmark: str, label: str, *, directory: Path = RESULTS, day: dt.date | None = None) -> Path:
     """``directory/<benchmark>-<label>-<YYYY-MM-DD>``, with ``-2``, ``-3``, ... when files of that stem exist.
 
