@@ -133,11 +133,15 @@ class FusionConfig:
     """The ``[fusion]`` table: a fitted partner whose scores join a neural model's (`hiersrec.models.fusion`).
 
     Without a fixed ``weight``, training tries every rule of ``rules`` with each weight of its grid on the
-    validation tail and writes the chosen ``rule`` and ``weight`` into the run's ``config.json``.
+    validation tail and writes the chosen ``rule`` and ``weight`` into the run's ``config.json``. With
+    ``alternatives``, every one of them is tried the same way beside ``partner`` (with its default
+    hyperparameters) and the best by validation MRR@k becomes the run's ``partner``: shops differ in which
+    session-neighbour model complements a neural one, and validation decides it per shop.
     """
 
     partner: str = ""  # a registered fitted model ("vstan", "sr"...); "" = no fusion
     partner_params: dict[str, Any] = field(default_factory=dict)  # its hyperparameters (the rest: defaults)
+    alternatives: tuple[str, ...] = ()  # more partners tried on validation, at their defaults (ignored without partner)
     rules: tuple[str, ...] = _FUSION_RULES  # rules searched: "probability" (mixture), "logit" (additive)
     probability_weights: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # partner share
     logit_weights: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0)  # logits per unit of evidence
@@ -145,11 +149,15 @@ class FusionConfig:
     weight: float | None = None  # a fixed weight (no search); a finished run records the chosen one here
 
     def __post_init__(self) -> None:
-        if not self.partner:
+        if not self.partner:  # no fusion (`--set fusion.partner=` switches a preset's off, alternatives too)
+            object.__setattr__(self, "alternatives", ())
             return
-        if is_neural(self.partner):
-            raise ConfigError(f"fusion.partner must be a fitted model (vstan, sr...), not the neural {self.partner!r}")
+        _check_partner(self.partner, "fusion.partner")
+        for name in self.alternatives:
+            _check_partner(name, "fusion.alternatives")
         check_params(self.partner, self.partner_params)
+        if len(set(self.alternatives) | {self.partner}) != len(self.alternatives) + 1:
+            raise ConfigError(f"fusion.alternatives {list(self.alternatives)} repeat a partner or fusion.partner")
         for rule in (*self.rules, self.rule):
             if rule not in _FUSION_RULES:
                 raise ConfigError(f"fusion rule {rule!r} is unknown; choose among {list(_FUSION_RULES)}")
@@ -168,6 +176,14 @@ class FusionConfig:
     def enabled(self) -> bool:
         """True when a partner is configured."""
         return bool(self.partner)
+
+
+def _check_partner(name: str, where: str) -> None:
+    # A partner must be a fitted model that scores items (not a neural one, not a category-only one).
+    if is_neural(name):
+        raise ConfigError(f"{where}: a partner is a fitted model (vstan, sr...), not the neural {name!r}")
+    if not hasattr(model_class(name), "score"):
+        raise ConfigError(f"{where}: {name!r} predicts categories only and scores no items; choose vstan, sr...")
 
 
 def _check_fusion_weight(rule: str, weight: float, where: str) -> None:

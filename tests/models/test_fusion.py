@@ -67,6 +67,23 @@ def test_the_fusion_configuration_is_checked_before_anything_runs():
         FusionConfig(partner="vstan", rules=("mean",))
     with pytest.raises(ConfigError, match="fitted model"):
         load_config(model="vstan", overrides=["fusion.partner=sr"])
+    with pytest.raises(ConfigError, match="fusion.alternatives.*fitted model"):
+        FusionConfig(partner="vstan", alternatives=("gru4rec",))
+    with pytest.raises(ConfigError, match="scores no items"):
+        FusionConfig(partner="last_category")
+    with pytest.raises(ConfigError, match="repeat"):
+        FusionConfig(partner="vstan", alternatives=("sr", "vstan"))
+    # an empty partner switches fusion off, alternatives included (`--set fusion.partner=` on a preset)
+    assert not FusionConfig(alternatives=("sr",)).enabled and FusionConfig(alternatives=("sr",)).alternatives == ()
+    switched_off = load_config(preset="diginetica_hiersrec", overrides=["fusion.partner="]).fusion
+    assert not switched_off.enabled and switched_off.alternatives == ()
+    assert load_config(preset="diginetica_hiersrec").fusion.alternatives == ("sr",)
+    with pytest.raises(ConfigError, match="srr"):
+        load_config(overrides=["fusion.partner=vstan", "fusion.alternatives=sr,srr"])
+    assert load_config(overrides=["fusion.partner=vstan", "fusion.alternatives=sr,stan"]).fusion.alternatives == (
+        "sr",
+        "stan",
+    )
     config = load_config(overrides=["fusion.partner=vstan", "fusion.partner_params.k=50", "fusion.rules=logit"])
     assert config.fusion.partner_params == {"k": 50} and fusion_grid(config.fusion)[0] == ("logit", 0.0)
     assert fusion_grid(dataclasses.replace(config.fusion, rule="probability", weight=0.2)) == [("probability", 0.2)]
@@ -99,6 +116,34 @@ def test_fusing_a_trained_run_chooses_on_validation_and_saves_a_run_that_scores_
     assert torch.equal(loaded.model.score(batch), artifact.model.score(batch))
     saved = json.loads((tmp_path / "fused" / "config.json").read_text())
     assert saved["fusion"]["partner"] == "sr" and saved["fusion"]["weight"] == best["weight"]
+
+
+def test_the_partner_is_chosen_among_the_alternatives_on_validation_and_recorded(tiny_shop, neural_run, tmp_path):
+    data = TrainingData.from_prepared(tiny_shop)
+    grid = {"rules": ("probability", "logit"), "probability_weights": (0.0, 0.6), "logit_weights": (4.0,)}
+    fusion = FusionConfig(partner="vstan", partner_params={"k": 50}, alternatives=("sr", "spop"), **grid)
+    artifact, metrics = fuse_run(neural_run, data, fusion, tmp_path / "fused")
+    trials = metrics["fusion"]["trials"]
+    assert [(t["partner"], t["rule"], t["weight"]) for t in trials] == [
+        (name, rule, weight) for name in ("vstan", "sr", "spop") for rule, weight in fusion_grid(fusion)
+    ]
+    # weight 0 is the neural ranking whoever the partner is
+    assert len({t["metrics"]["mrr@20"] for t in trials if t["weight"] == 0.0}) == 1
+    best = max(trials, key=lambda t: t["metrics"]["mrr@20"])  # max keeps the first of equals, as the search does
+    chosen = artifact.config.fusion
+    assert (chosen.partner, chosen.rule, chosen.weight) == (best["partner"], best["rule"], best["weight"])
+    assert chosen.alternatives == () and metrics["fusion"]["partner"] == best["partner"]
+    assert chosen.partner_params == ({"k": 50} if best["partner"] == "vstan" else {})
+    assert metrics["valid"]["mrr@20"] == best["metrics"]["mrr@20"]
+    # each partner's figures are those of fusing it alone: the shared pass changes nothing
+    for name, params in (("sr", {}), ("vstan", {"k": 50})):
+        alone = FusionConfig(partner=name, partner_params=params, **grid)
+        _, alone_metrics = fuse_run(neural_run, data, alone, tmp_path / f"alone-{name}")
+        assert [t["metrics"] for t in alone_metrics["fusion"]["trials"]] == [
+            t["metrics"] for t in trials if t["partner"] == name
+        ]
+    loaded = load_artifact(tmp_path / "fused")
+    assert type(loaded.model.partner) is type(artifact.model.partner)
 
 
 def test_a_fused_model_of_weight_zero_is_the_plain_model(tiny_shop, neural_run):
@@ -182,13 +227,14 @@ def test_a_refit_trains_on_all_sessions_for_the_selected_epochs_and_keeps_the_fu
     config = RunConfig(
         model=TINY,
         train=dataclasses.replace(TRAIN, epochs=3, patience=1),
-        fusion=FusionConfig(partner="sr", rules=("logit",), logit_weights=(0.0, 2.0)),
+        fusion=FusionConfig(partner="sr", alternatives=("vstan",), rules=("logit",), logit_weights=(0.0, 2.0)),
     )
     validated, result = fit_run(config, data, tmp_path / "validated")
     refitted, refit_result = refit_run(tmp_path / "validated", tiny_shop, tmp_path / "refit")
     assert len(refit_result.history) == result.best_epoch
     assert refitted.meta["train_sessions_sha256"] == sessions_digest(tiny_shop.train)  # the tail included
-    assert refitted.config.fusion == validated.config.fusion  # the rule and weight chosen on validation
+    assert refitted.config.fusion == validated.config.fusion  # the partner, rule and weight chosen on validation
+    assert validated.config.fusion.alternatives == () and validated.config.fusion.weight is not None
     loaded = load_artifact(tmp_path / "refit")
     assert loaded.metrics["refit_of"] == str(tmp_path / "validated") and isinstance(loaded.model, FusedModel)
     with pytest.raises(ArtifactError, match="not empty"):

@@ -195,11 +195,14 @@ def fuse(
     ] = None,
     overrides: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Override, e.g. fusion.partner_params.k=500 or fusion.rules=probability."),
+        typer.Option(
+            "--set",
+            help="Override, e.g. fusion.partner_params.k=500, fusion.alternatives=sr,stan or fusion.rules=probability.",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
-    """Fuse a trained neural run with a fitted partner (e.g. VSTAN); the weight is chosen on validation only."""
+    """Fuse a trained neural run with a fitted partner (e.g. VSTAN), partner and weight chosen on validation only."""
     settings = [*(overrides or []), *([f"fusion.partner={partner}"] if partner else [])]
     fusion = load_config(preset=preset, overrides=settings).fusion if preset else load_config(overrides=settings).fusion
     if not fusion.enabled:

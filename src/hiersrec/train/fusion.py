@@ -1,10 +1,11 @@
 """Choosing a fused model's partner weight on the validation tail, and fitting its partner.
 
-`attach_partner` takes a trained neural model and a `FusionConfig`: it fits the partner on the training
-sessions the neural model was trained on (never the validation tail), ranks every validation case once per
-(rule, weight) of the configured grid in one pass (each batch is scored by both models once), keeps the
-pair with the best validation MRR@k, then refits the partner on all training sessions (validation tail
-included, as a tuned baseline is refitted) for the model that is saved.
+`attach_partner` takes a trained neural model and a `FusionConfig`: it fits the partner (and every one of
+``alternatives``) on the training sessions the neural model was trained on (never the validation tail),
+ranks every validation case once per (partner, rule, weight) of the configured grid in one pass (each batch
+is scored by every model once), keeps the triple with the best validation MRR@k, then refits the chosen
+partner on all training sessions (validation tail included, as a tuned baseline is refitted) for the model
+that is saved.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,25 +34,36 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FusionSearch:
-    """The validation figures of every (rule, weight) tried, and the chosen pair.
+    """The validation figures of every (partner, rule, weight) tried, and the chosen triple.
 
     Attributes:
+        partner: the chosen partner's name.
+        partner_params: its hyperparameters (``{}``: its defaults).
         rule: the chosen rule.
         weight: the chosen weight.
-        trials: one ``{"rule", "weight", "metrics"}`` per pair, in grid order.
+        trials: one ``{"partner", "rule", "weight", "metrics"}`` per triple, partner by partner in grid order.
         selected_by: the metric that chose (``"mrr@20"``).
-        seconds: wall time of fitting the partner and ranking the validation cases.
+        seconds: wall time of fitting the partners and ranking the validation cases.
     """
 
+    partner: str
+    partner_params: dict[str, Any]
     rule: str
     weight: float
     trials: list[dict[str, Any]]
     selected_by: str
     seconds: float
 
+    @property
+    def chosen_metrics(self) -> dict[str, float]:
+        """The validation metrics of the chosen triple (empty for a fixed weight without validation)."""
+        chosen = (self.partner, self.rule, self.weight)
+        return next(t["metrics"] for t in self.trials if (t["partner"], t["rule"], t["weight"]) == chosen)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""
         return {
+            "partner": self.partner,
             "rule": self.rule,
             "weight": self.weight,
             "selected_by": self.selected_by,
@@ -67,10 +80,15 @@ def fusion_grid(config: FusionConfig) -> list[tuple[str, float]]:
     return [(rule, weight) for rule in config.rules for weight in grid[rule]]
 
 
+def fusion_partners(config: FusionConfig) -> dict[str, dict[str, Any]]:
+    """Partner name -> hyperparameters to try: ``config.partner`` with its own, each alternative with its defaults."""
+    return {config.partner: dict(config.partner_params), **{name: {} for name in config.alternatives}}
+
+
 @torch.no_grad()
 def search_fusion(
     neural: Any,
-    partner: Any,
+    partners: Mapping[str, Any],
     valid: SessionData,
     catalog: ItemCatalog,
     grid: list[tuple[str, float]],
@@ -80,25 +98,33 @@ def search_fusion(
     batch_size: int = 512,
     show_progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """Validation metrics (HR, MRR, NDCG at ``k``) of every (rule, weight) in ``grid``, in one pass.
+    """Validation metrics (HR, MRR, NDCG at ``k``) of every fitted partner with every (rule, weight), in one pass.
 
     Every prefix of ``valid`` (``protocol``), its most recent ``neural.config.max_len`` clicks, full ranking
-    and pessimistic ties, as `hiersrec.eval.protocol.evaluate` ranks them; the ranks are `fused_ranks`'.
+    and pessimistic ties, as `hiersrec.eval.protocol.evaluate` ranks them; the ranks are `FusedRanker`'s. Each
+    batch is scored by the neural model once, whatever the number of partners.
+
+    Returns:
+        One ``{"partner", "rule", "weight", "metrics"}`` per triple: partner by partner (``partners``' order),
+        each in ``grid`` order.
     """
     max_len = getattr(getattr(neural, "config", None), "max_len", 50)
     targets = valid.target_positions(protocol)
-    sums = [MetricSums() for _ in grid]
+    triples = [(name, rule, weight) for name in partners for rule, weight in grid]
+    sums = [MetricSums() for _ in triples]
     batches = iter_prefix_batches(valid, catalog, targets, batch_size, max_len)
     with progress(total=targets.size, desc="fusion", unit="case", disable=not show_progress, leave=False) as bar:
         for batch in batches:
-            ranker = FusedRanker(neural.score(batch), partner.score(batch), batch.target_items)
-            for pair_sums, (rule, weight) in zip(sums, grid, strict=True):
-                pair_sums.add_ranks(ranker.ranks(rule, weight), [k])
+            neural_scores = neural.score(batch)  # shared: a ranker only sets its padding column to -inf
+            rankers = {name: FusedRanker(neural_scores, partner.score(batch), batch.target_items)
+                       for name, partner in partners.items()}  # fmt: skip
+            for triple_sums, (name, rule, weight) in zip(sums, triples, strict=True):
+                triple_sums.add_ranks(rankers[name].ranks(rule, weight), [k])
             bar.update(len(batch))
     n_cases = int(targets.size)
     return [
-        {"rule": rule, "weight": weight, "metrics": pair_sums.means(n_cases)}
-        for pair_sums, (rule, weight) in zip(sums, grid, strict=True)
+        {"partner": name, "rule": rule, "weight": weight, "metrics": triple_sums.means(n_cases)}
+        for triple_sums, (name, rule, weight) in zip(sums, triples, strict=True)
     ]
 
 
@@ -184,37 +210,43 @@ def attach_partner(
     protocol: str = "all_prefixes",
     show_progress: bool = False,
 ) -> tuple[FusedModel, FusionSearch]:
-    """The neural model fused with its configured partner, the weight chosen on ``valid``.
+    """The neural model fused with its configured partner (or the best of its alternatives), chosen on ``valid``.
 
     Args:
         neural: the trained neural model (eval mode).
-        config: partner, its hyperparameters, rules and weight grid (or a fixed weight).
-        train: the sessions the neural model was trained on (the partner is fitted on them for the search).
-        valid: the validation tail; None only with a fixed ``config.weight`` (a refit has no validation).
+        config: partner, its hyperparameters, alternatives, rules and weight grid (or a fixed weight).
+        train: the sessions the neural model was trained on (the partners are fitted on them for the search).
+        valid: the validation tail; None only with a fixed ``config.weight`` and no alternatives (a refit has
+            no validation).
         all_train: every training session (the partner of the saved model is refitted on them); None: ``train``.
         catalog: item attributes.
         k: the cutoff of the selection metric MRR@k.
         protocol: the validation cases (``"all_prefixes"`` or ``"last_item"``).
         show_progress: progress bar over the validation cases.
+
+    Raises:
+        ValueError: no validation sessions where something is left to choose.
     """
     started = time.perf_counter()
     grid = fusion_grid(config)
+    candidates = fusion_partners(config)
     selected_by = f"mrr@{k}"
-    if len(grid) == 1 and valid is None:
-        trials: list[dict[str, Any]] = [{"rule": grid[0][0], "weight": grid[0][1], "metrics": {}}]
-        rule, weight = grid[0]
+    if len(grid) == 1 and len(candidates) == 1 and valid is None:
+        name, (rule, weight) = config.partner, grid[0]
+        trials: list[dict[str, Any]] = [{"partner": name, "rule": rule, "weight": weight, "metrics": {}}]
     else:
         if valid is None:
-            raise ValueError("choosing the fusion weight needs validation sessions; set fusion.weight for a refit")
-        partner = make_model(config.partner, config.partner_params).fit(train, catalog)
-        trials = search_fusion(neural, partner, valid, catalog, grid, k=k, protocol=protocol,
+            raise ValueError("choosing the fusion partner or weight needs validation sessions; "
+                             "set fusion.weight and no fusion.alternatives for a refit")  # fmt: skip
+        fitted = {name: make_model(name, params).fit(train, catalog) for name, params in candidates.items()}
+        trials = search_fusion(neural, fitted, valid, catalog, grid, k=k, protocol=protocol,
                                show_progress=show_progress)  # fmt: skip
-        best = int(np.argmax([trial["metrics"][selected_by] for trial in trials]))  # first of equals: grid order
-        rule, weight = grid[best]
-        logger.info("fusion with %s: %s weight %g (validation %s %.4f)", config.partner, rule, weight, selected_by,
-                    trials[best]["metrics"][selected_by])  # fmt: skip
-    final_partner = make_model(config.partner, config.partner_params).fit(
-        all_train if all_train is not None else train, catalog
-    )
-    search = FusionSearch(rule, weight, trials, selected_by, time.perf_counter() - started)
+        # The first of equals wins: the configured partner before the alternatives, then grid order.
+        best = trials[int(np.argmax([trial["metrics"][selected_by] for trial in trials]))]
+        name, rule, weight = best["partner"], best["rule"], best["weight"]
+        logger.info("fusion with %s: %s weight %g (validation %s %.4f)", name, rule, weight, selected_by,
+                    best["metrics"][selected_by])  # fmt: skip
+    params = candidates[name]
+    final_partner = make_model(name, params).fit(all_train if all_train is not None else train, catalog)
+    search = FusionSearch(name, params, rule, weight, trials, selected_by, time.perf_counter() - started)
     return FusedModel(neural, final_partner, rule, weight), search

@@ -335,11 +335,14 @@ def _fuse(neural: Any, config: RunConfig, data: TrainingData, metrics: dict[str,
         neural, config.fusion, data.train, data.valid, data.all_train, data.catalog,
         k=config.train.valid_k, protocol=data.protocol, show_progress=config.train.show_progress,
     )  # fmt: skip
-    fusion = dataclasses.replace(config.fusion, rule=search.rule, weight=search.weight)
-    chosen = next(t["metrics"] for t in search.trials if (t["rule"], t["weight"]) == (search.rule, search.weight))
+    # The run records what was chosen: a refit of it fuses the same partner at the same weight, searching nothing.
+    fusion = dataclasses.replace(
+        config.fusion, partner=search.partner, partner_params=search.partner_params, alternatives=(),
+        rule=search.rule, weight=search.weight,
+    )  # fmt: skip
     metrics = {
         **metrics,
-        "valid": {**metrics.get("valid", {}), **chosen},
+        "valid": {**metrics.get("valid", {}), **search.chosen_metrics},
         "neural_valid": metrics.get("valid", {}),
         "fusion": {**search.to_dict(), "partner_fitted_on": "all training sessions (the validation tail included)"},
     }
@@ -349,13 +352,13 @@ def _fuse(neural: Any, config: RunConfig, data: TrainingData, metrics: dict[str,
 def fuse_run(
     run_dir: str | Path, data: TrainingData, fusion: FusionConfig, out: str | Path
 ) -> tuple[Artifact, dict[str, Any]]:
-    """Write to ``out`` the neural run ``run_dir`` fused with the partner of ``fusion`` (weight chosen on ``data``).
+    """Write to ``out`` the neural run ``run_dir`` fused with the partner of ``fusion`` (or the best alternative).
 
-    ``data`` must hold the same training and validation sessions the run was trained and selected on (checked
+    The partner, rule and weight are chosen on ``data``'s validation tail: ``data`` must hold the same training and validation sessions the run was trained and selected on (checked
     by their digests); the neural model is not retrained.
 
     Returns:
-        The fused `Artifact` and its metrics (``metrics["fusion"]`` lists every rule and weight tried).
+        The fused `Artifact` and its metrics (``metrics["fusion"]`` lists every partner, rule and weight tried).
 
     Raises:
         ArtifactError: ``run_dir`` is not a neural run, is already fused, was made from other sessions, or
