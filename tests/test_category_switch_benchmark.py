@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from benchmark_support import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def category_switch():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import category_switch as module
-
+    with benchmark_script("category_switch") as module:
         yield module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
 
 
 def _calls(head_right, rule_right, margin):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import ctypes
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from benchmark_support import benchmark_script
 from hiersrec.artifact import load_artifact
 from hiersrec.config import load_config
 from hiersrec.data.ingest import open_dataset
@@ -19,19 +19,11 @@ from hiersrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
 from hiersrec.errors import ArtifactError, ConfigError
 from hiersrec.eval.protocol import evaluate
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
 def compare():
-    # benchmarks/ is a folder of scripts importing each other by name; the spawned job processes inherit the path.
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import compare as module
-
+    with benchmark_script("compare") as module:
         yield module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
 
 
 @pytest.fixture(scope="module")

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from benchmark_support import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def fusion_seeds():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import fusion_seeds as module
-
+    with benchmark_script("fusion_seeds") as module:
         yield module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
 
 
 def _comparison(difference: float) -> dict:
