@@ -354,8 +354,9 @@ def fuse_run(
 ) -> tuple[Artifact, dict[str, Any]]:
     """Write to ``out`` the neural run ``run_dir`` fused with the partner of ``fusion`` (or the best alternative).
 
-    The partner, rule and weight are chosen on ``data``'s validation tail: ``data`` must hold the same training and validation sessions the run was trained and selected on (checked
-    by their digests); the neural model is not retrained.
+    The partner, rule and weight are chosen on ``data``'s validation tail: ``data`` must hold the same
+    training and validation sessions the run was trained and selected on (checked by their digests); the
+    neural model is not retrained.
 
     Returns:
         The fused `Artifact` and its metrics (``metrics["fusion"]`` lists every partner, rule and weight tried).
