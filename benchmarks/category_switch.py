@@ -43,30 +43,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 @torch.inference_mode()
-def accuracy_by_switch(models: dict[str, Any], sessions, catalog, max_len: int) -> dict[str, dict[str, float]]:
+def accuracy_by_switch(
+    models: dict[str, Any], sessions, catalog, max_len: int
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Per model: cat_acc@1/@5 over all cases, the stay cases and the switch cases; plus the case counts.
 
-    The ``"head calls"`` entry holds, per case, what `stay_margin` needs of the first model: whether its top
-    category is right, whether the last click's category is right, and the logit margin of the top category
-    over the last click's (0 where they are the same).
+    Also returns, per case, what `stay_margin` needs of the first model (the head): whether its top category
+    is right, whether the last click's category is right (the stay cases), and the logit margin of the top
+    category over the last click's (0 where they are the same).
     """
     hits = {name: {f"{part}@{k}": [] for part in ("all",) for k in (1, 5)} for name in models}
-    switch_flags, calls = [], {"head_right": [], "rule_right": [], "margin": []}
-    first = next(iter(models))
+    calls = {"head_right": [], "rule_right": [], "margin": []}
+    head = next(iter(models))
     for batch in iter_prefix_batches(sessions, catalog, sessions.target_positions(), 1024, max_len):
         last = batch.categories[:, -1]
-        switch_flags.append((last != batch.target_categories).numpy())
+        calls["rule_right"].append((last == batch.target_categories).numpy())
         for name, model in models.items():
             scores = model.score_categories(batch).float()
             for k in (1, 5):
                 hits[name][f"all@{k}"].append(category_hits_at(scores, batch.target_categories, k).numpy())
-            if name == first:
+            if name == head:
                 top = scores.argmax(dim=1)
                 calls["head_right"].append((top == batch.target_categories).numpy())
-                calls["rule_right"].append((last == batch.target_categories).numpy())
                 margin = scores.gather(1, top[:, None]) - scores.gather(1, last[:, None])
                 calls["margin"].append(margin.squeeze(1).clamp(min=0).numpy())
-    switch = np.concatenate(switch_flags)
+    head_calls = {key: np.concatenate(values) for key, values in calls.items()}
+    switch = ~head_calls["rule_right"]
     out: dict[str, Any] = {"cases": {"all": int(switch.size), "switch": int(switch.sum()),
                                      "switch_share": float(switch.mean())}}  # fmt: skip
     for name in models:
@@ -77,8 +79,7 @@ def accuracy_by_switch(models: dict[str, Any], sessions, catalog, max_len: int) 
             row[f"cat_acc@{k} stay"] = float(values[~switch].mean())
             row[f"cat_acc@{k} switch"] = float(values[switch].mean())
         out[name] = row
-    out["head calls"] = {key: np.concatenate(values) for key, values in calls.items()}
-    return out
+    return out, head_calls
 
 
 def stay_margin(calls: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -125,12 +126,11 @@ def main(argv: list[str] | None = None) -> None:
     artifact = load_artifact(args.run)
     check_compatible(artifact, dataset, args.run)
     data = TrainingData.from_prepared(dataset, artifact.config.data.valid_fraction)
-    results = {}
+    results, calls = {}, {}
     for split, sessions, fit_on in (("validation", data.valid, data.train), ("test", dataset.test, dataset.train)):
         baseline = make_model("last_category").fit(fit_on, dataset.catalog)
         models = {"hiersrec category head": artifact.model, "repeat the last category": baseline}
-        results[split] = accuracy_by_switch(models, sessions, dataset.catalog, artifact.max_len)
-    calls = {split: results[split].pop("head calls") for split in results}
+        results[split], calls[split] = accuracy_by_switch(models, sessions, dataset.catalog, artifact.max_len)
     margins = {split: stay_margin(calls[split]) for split in results}
     threshold = margins["validation"]["threshold"]  # chosen on validation; test only reads it
     thresholded = {split: apply_threshold(calls[split], threshold) for split in results}

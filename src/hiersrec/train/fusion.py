@@ -1,4 +1,4 @@
-"""Choosing a fused model's partner weight on the validation tail, and fitting its partner.
+"""Choosing a fused model's partner and its weight on the validation tail, and fitting the partner.
 
 `attach_partner` takes a trained neural model and a `FusionConfig`: it fits the partner (and every one of
 ``alternatives``) on the training sessions the neural model was trained on (never the validation tail),
