@@ -49,6 +49,23 @@ def test_full_probability_weight_ranks_the_partners_items_first_by_their_evidenc
     assert torch.isneginf(fused[:, 0]).all() and torch.isneginf(logit[:, 0]).all()
 
 
+@pytest.mark.parametrize("weight", [0.05, 0.4, 0.9, 1.0])
+def test_probability_rule_is_the_log_of_the_mixture_on_every_item(weight):
+    # The rule touches only the items the partner scores; everywhere it must equal the dense mixture.
+    generator = torch.Generator().manual_seed(3)
+    neural = torch.randn(5, 40, generator=generator) * 4
+    neural[:, 0] = float("-inf")
+    partner = torch.rand(5, 40, generator=generator) * (torch.rand(5, 40, generator=generator) < 0.2)
+    partner[0, 1:4] = float("-inf")  # partners mark unscored items -inf or 0
+    partner[1] = 0.0  # a row the partner cannot score
+    evidence = partner.nan_to_num(neginf=0.0).clamp(min=0.0)
+    share = evidence / evidence.sum(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
+    mixture = (1 - weight) * torch.softmax(neural, dim=1) + weight * share
+    fused = fuse_scores(neural, partner, "probability", weight)
+    torch.testing.assert_close(fused[:, 1:].exp(), mixture[:, 1:], rtol=1e-5, atol=1e-7)
+    assert torch.isneginf(fused[:, 0]).all()
+
+
 def test_a_row_without_partner_evidence_keeps_the_neural_ranking():
     neural = torch.randn(1, 12)
     neural[:, 0] = float("-inf")

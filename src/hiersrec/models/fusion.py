@@ -42,13 +42,18 @@ def fuse_scores(neural: torch.Tensor, partner: torch.Tensor, rule: str, weight: 
     neural = neural.float()
     if rule == "probability":
         # log((1 - w) p + w s) computed in log space: exact for w = 0 and no underflow of small probabilities.
-        share = evidence / evidence.sum(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
-        log_neural = torch.log_softmax(neural, dim=1) + math.log1p(-weight) if weight < 1.0 else None
-        log_partner = share.log() + math.log(weight) if weight > 0.0 else None
-        if log_neural is None or log_partner is None:
-            fused = log_partner if log_neural is None else log_neural
+        total = evidence.sum(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
+        if weight >= 1.0:
+            fused = (evidence / total).log()
         else:
-            fused = torch.logaddexp(log_neural, log_partner)
+            fused = torch.log_softmax(neural, dim=1) + math.log1p(-weight)
+            if weight > 0.0:
+                # A partner scores a few hundred of the V items: where its share is 0, log-add leaves the neural
+                # term unchanged, so only the scored entries are touched (a served request's full-width log and
+                # log-add were most of the fusion's cost).
+                rows, items = evidence.nonzero(as_tuple=True)
+                log_partner = (evidence[rows, items] / total[rows, 0]).log() + math.log(weight)
+                fused[rows, items] = torch.logaddexp(fused[rows, items], log_partner)
     elif rule == "logit":
         peak = evidence.amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
         fused = neural + weight * (evidence / peak)
