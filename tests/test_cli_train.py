@@ -93,3 +93,21 @@ def test_help_keeps_bracketed_words(command, words, capsys, monkeypatch):
     assert code == 0
     for word in words:
         assert word in stdout
+
+
+def test_validation_figures_are_refused_for_runs_that_saw_the_validation_tail(prepared, tmp_path, capsys):
+    run, fused, refit = tmp_path / "run", tmp_path / "fused", tmp_path / "refit"
+    code, _, err = run_cli(["train", "--data", str(prepared), "--out", str(run), *FAST, "--json"], capsys)
+    assert code == 0, err
+    valid = ["--data", str(prepared), "--split", "valid", "--k", "20", "--json"]
+    code, stdout, err = run_cli(["evaluate", str(run), *valid], capsys)
+    assert code == 0, err  # selected on that tail, never fitted to it
+    selected = json.loads((run / "metrics.json").read_text())["valid"]["mrr@20"]
+    assert json.loads(stdout)["metrics"]["mrr@20"] == pytest.approx(selected, abs=1e-6)
+    code, _, err = run_cli(["fuse", str(run), "--data", str(prepared), "--partner", "sr", "--out", str(fused)], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["refit", str(run), "--data", str(prepared), "--out", str(refit)], capsys)
+    assert code == 0, err
+    for seen, words in ((fused, "sr partner fitted on all training sessions"), (refit, "a refit")):
+        code, _, err = run_cli(["evaluate", str(seen), *valid], capsys)
+        assert code == ExitStatus.CONFIG_ERROR and words in err and "inflated" in err

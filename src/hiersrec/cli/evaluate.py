@@ -14,6 +14,7 @@ from hiersrec.cli.outputs import checked_output
 from hiersrec.config import parse_assignment
 from hiersrec.data.ingest import open_dataset
 from hiersrec.data.prepared import PreparedDataset
+from hiersrec.data.sessions import SessionData
 from hiersrec.errors import ConfigError
 from hiersrec.eval.metrics import TIE_POLICIES
 from hiersrec.eval.protocol import DEFAULT_KS, PROTOCOLS, EvalReport, format_table
@@ -24,6 +25,7 @@ from hiersrec.provenance import provenance
 from hiersrec.recommend import DEFAULT_MAX_LEN
 from hiersrec.retrieval.category import CandidateBudget
 from hiersrec.retrieval.evaluate import evaluate_candidates, format_candidate_table
+from hiersrec.train.run import sessions_digest
 from hiersrec.tuning import tune_and_fit
 
 logger = logging.getLogger(__name__)
@@ -89,7 +91,8 @@ def evaluate(
         _evaluate_candidates(run, dataset, sessions, candidates, options, output, as_json)
         return
     if run is not None:
-        reports[run.name] = _evaluate_run(run, dataset, sessions, split, options)
+        seen_before = fit_sessions if split == "valid" else None
+        reports[run.name] = _evaluate_run(run, dataset, seen_before, sessions, options)
     else:
         overrides = _parse_params(params or [], model)
         for name in model:
@@ -113,6 +116,25 @@ def evaluate(
         typer.echo(format_table(reports))
 
 
+def validation_seen_by(artifact: Artifact, fit_sessions: SessionData) -> str | None:
+    """Why ``artifact`` has seen the validation tail that follows ``fit_sessions``, or None if it has not.
+
+    A fused run's partner is fitted on every training session once the fusion is chosen, and a refit (or a
+    fitted model trained by ``hiersrec train --model``) learns from the validation tail too: scoring either on
+    that tail measures what it was fitted to.
+    """
+    if artifact.config.fusion.enabled:
+        partner = artifact.config.fusion.partner
+        return f"fuses a {partner} partner fitted on all training sessions, the validation tail included"
+    trained_on = artifact.meta.get("train_sessions_sha256")
+    if trained_on is not None and trained_on != sessions_digest(fit_sessions):
+        return (
+            "was trained on other sessions than those before this validation tail (a refit, a model fitted on "
+            "all training sessions, or another data.valid_fraction)"
+        )
+    return None
+
+
 def _split(dataset: PreparedDataset, split: str):
     if split == "test":
         return dataset.train, dataset.test
@@ -127,8 +149,16 @@ def _load_checked_run(run: Path, dataset: PreparedDataset) -> Artifact:
     return artifact
 
 
-def _evaluate_run(run: Path, dataset: PreparedDataset, sessions, split: str, options: dict[str, Any]) -> EvalReport:
+def _evaluate_run(run: Path, dataset: PreparedDataset, fit_sessions, sessions, options: dict[str, Any]) -> EvalReport:
+    """Evaluate ``run`` on ``sessions``; ``fit_sessions`` (validation only) are the sessions before that tail."""
     artifact = _load_checked_run(run, dataset)
+    if fit_sessions is not None:
+        seen = validation_seen_by(artifact, fit_sessions)
+        if seen is not None:
+            raise ConfigError(
+                f"--split valid: {run} {seen}, so its validation figures would be inflated; the figures it was "
+                f"selected by are in {run / 'metrics.json'} (evaluate the run it came from for new ones)"
+            )
     max_len = artifact.max_len or DEFAULT_MAX_LEN
     report = run_evaluation(artifact.model, sessions, dataset.catalog, max_len=max_len, **options)
     report.extra["validation_split"] = artifact.meta.get("validation_split")
