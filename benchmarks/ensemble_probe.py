@@ -51,8 +51,7 @@ def neural_model(run: Path, dataset: Any) -> Any:
 @torch.inference_mode()
 def probe(models: list[Any], partner: Any, data: TrainingData, grid: list[tuple[float, float]]) -> list[dict]:
     """Validation metrics at ``K`` of every (mixture weight, SR weight) in ``grid``."""
-    first, second = models
-    max_len = max(first.config.max_len, second.config.max_len)
+    max_len = max(model.config.max_len for model in models)
     targets = data.valid.target_positions("all_prefixes")
     sums = [MetricSums() for _ in grid]
     batches = iter_prefix_batches(data.valid, data.catalog, targets, 512, max_len)
@@ -61,6 +60,7 @@ def probe(models: list[Any], partner: Any, data: TrainingData, grid: list[tuple[
             logs = [torch.log_softmax(model.score(batch).float(), dim=1) for model in models]
             evidence = partner.score(batch)
             for cell, (weight, sr_weight) in zip(sums, grid, strict=True):
+                # The ends are the runs themselves: 0 * -inf would turn the padding column into NaN.
                 mixed = (
                     logs[0] if weight == 0 else logs[1] if weight == 1 else (1 - weight) * logs[0] + weight * logs[1]
                 )
