@@ -36,7 +36,8 @@ def _batch(sessions: list[list[int]], catalog: ItemCatalog, width: int = 0):
 
 def _catalog(n_items: int, n_categories: int = 1) -> ItemCatalog:
     category = np.concatenate([[0], 1 + np.arange(n_items) % n_categories])
-    return ItemCatalog(item_category=category.astype(np.int64), n_categories=n_categories)
+    text = ("", *(f"item{i} shade{i % 3}" for i in range(1, n_items + 1)))  # for the content model (textknn)
+    return ItemCatalog(item_category=category.astype(np.int64), n_categories=n_categories, text=text)
 
 
 def _scores(model, sessions: list[list[int]], catalog: ItemCatalog) -> np.ndarray:

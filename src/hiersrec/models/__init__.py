@@ -41,6 +41,7 @@ from hiersrec.models.sr import SequentialRules
 from hiersrec.models.srgnn import SRGNN
 from hiersrec.models.stamp import STAMP
 from hiersrec.models.stan import STAN
+from hiersrec.models.textknn import TextKNN
 from hiersrec.models.vsknn import VSKNN
 from hiersrec.models.vstan import VSTAN
 
@@ -57,6 +58,7 @@ MODELS: dict[str, type] = {
         STAN,
         VSTAN,
         SLIST,
+        TextKNN,
         LastCategory,
         SASRec,
         GRU4Rec,
