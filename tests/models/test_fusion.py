@@ -94,7 +94,7 @@ def test_the_fusion_configuration_is_checked_before_anything_runs():
     assert not FusionConfig(alternatives=("sr",)).enabled and FusionConfig(alternatives=("sr",)).alternatives == ()
     switched_off = load_config(preset="diginetica_hiersrec", overrides=["fusion.partner="]).fusion
     assert not switched_off.enabled and switched_off.alternatives == ()
-    assert load_config(preset="diginetica_hiersrec").fusion.alternatives == ("sr",)
+    assert load_config(preset="diginetica_hiersrec").fusion.alternatives == ("sr", "textknn")
     with pytest.raises(ConfigError, match="srr"):
         load_config(overrides=["fusion.partner=vstan", "fusion.alternatives=sr,srr"])
     assert load_config(overrides=["fusion.partner=vstan", "fusion.alternatives=sr,stan"]).fusion.alternatives == (
@@ -256,3 +256,23 @@ def test_a_refit_trains_on_all_sessions_for_the_selected_epochs_and_keeps_the_fu
     assert loaded.metrics["refit_of"] == str(tmp_path / "validated") and isinstance(loaded.model, FusedModel)
     with pytest.raises(ArtifactError, match="not empty"):
         refit_run(tmp_path / "validated", tiny_shop, tmp_path / "refit")
+
+
+def test_an_alternative_that_needs_item_text_is_skipped_where_there_is_none(tiny_shop, neural_run, tmp_path):
+    data = TrainingData.from_prepared(tiny_shop)
+    no_text = dataclasses.replace(data, catalog=dataclasses.replace(data.catalog, text=None))
+    grid = {"rules": ("logit",), "logit_weights": (0.0, 2.0)}
+    _, metrics = fuse_run(neural_run, no_text, FusionConfig(partner="sr", alternatives=("textknn",), **grid),
+                          tmp_path / "skipped")  # fmt: skip
+    assert {t["partner"] for t in metrics["fusion"]["trials"]} == {"sr"}
+    reason = "textknn scores items by their text, and this catalogue has none"
+    assert metrics["fusion"]["skipped"] == {"textknn": reason}
+    _, alone = fuse_run(neural_run, no_text, FusionConfig(partner="sr", **grid), tmp_path / "alone")
+    assert alone["fusion"]["trials"] == metrics["fusion"]["trials"] and alone["fusion"]["skipped"] == {}
+    # where the shop has text, the same configuration tries it
+    _, with_text = fuse_run(neural_run, data, FusionConfig(partner="sr", alternatives=("textknn",), **grid),
+                            tmp_path / "text")  # fmt: skip
+    assert {t["partner"] for t in with_text["fusion"]["trials"]} == {"sr", "textknn"}
+    # the configured partner itself is not skipped: its own error explains the configuration
+    with pytest.raises(ConfigError, match="has none"):
+        fuse_run(neural_run, no_text, FusionConfig(partner="textknn", **grid), tmp_path / "refused")

@@ -164,6 +164,15 @@ class FittedModel:
     name: ClassVar[str] = ""
     SEARCH_SPACE: ClassVar[dict[str, tuple]] = {}
 
+    @classmethod
+    def unusable_reason(cls, catalog: Any) -> str | None:
+        """Why this model cannot be fitted on ``catalog`` (an `ItemCatalog`), or None when it can.
+
+        Every model can, except one that needs what a catalogue may lack (text-kNN needs item text); fusion
+        skips such an alternative partner where it has nothing to work with.
+        """
+        return None
+
     def get_params(self) -> dict[str, Any]:
         """The hyperparameters, by constructor argument name."""
         return {key: getattr(self, key) for key in inspect.signature(type(self)).parameters}

@@ -53,6 +53,13 @@ class TextKNN(FittedModel):
         self.neighbours = neighbours
         self.decay = decay
 
+    @classmethod
+    def unusable_reason(cls, catalog: ItemCatalog) -> str | None:
+        """A sentence when ``catalog`` has no item text to compare, else None."""
+        if catalog.text is None or not any(text.strip() for text in catalog.text[1:]):
+            return "textknn scores items by their text, and this catalogue has none"
+        return None
+
     def fit(self, train: SessionData, catalog: ItemCatalog) -> TextKNN:
         """Each item's ``neighbours`` nearest items by text; ``train`` is not read (content only).
 
@@ -64,11 +71,10 @@ class TextKNN(FittedModel):
         check_non_negative(self, "decay", self.decay)
         if self.decay > 1:
             raise ConfigError(f"TextKNN: decay must be in [0, 1], got {self.decay!r}")
-        if catalog.text is None or not any(text.strip() for text in catalog.text[1:]):
-            raise ConfigError(
-                "textknn scores items by their text, and this catalogue has none: prepare the data with item "
-                "text (an items file with a text column) or choose another model"
-            )
+        reason = self.unusable_reason(catalog)
+        if reason is not None:
+            raise ConfigError(f"{reason}: prepare the data with item text (an items file with a text column) "
+                              "or choose another model")  # fmt: skip
         vectors = tfidf_vectors(catalog.text) if self.encoder == "tfidf" else sentence_embeddings(catalog.text)
         self.similarity_ = nearest_neighbours(vectors, self.neighbours)
         return self

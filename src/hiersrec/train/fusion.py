@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ from hiersrec.data.batching import iter_prefix_batches
 from hiersrec.data.catalog import ItemCatalog
 from hiersrec.data.sessions import SessionData
 from hiersrec.eval.metrics import MetricSums
-from hiersrec.models import make_model
+from hiersrec.models import MODELS, make_model
 from hiersrec.models.fusion import FusedModel
 from hiersrec.progress import progress
 
@@ -44,6 +44,7 @@ class FusionSearch:
         trials: one ``{"partner", "rule", "weight", "metrics"}`` per triple, partner by partner in grid order.
         selected_by: the metric that chose (``"mrr@20"``).
         seconds: wall time of fitting the partners and ranking the validation cases.
+        skipped: alternatives not tried, each with the reason (text-kNN on a catalogue without text).
     """
 
     partner: str
@@ -53,6 +54,7 @@ class FusionSearch:
     trials: list[dict[str, Any]]
     selected_by: str
     seconds: float
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def chosen_metrics(self) -> dict[str, float]:
@@ -68,6 +70,7 @@ class FusionSearch:
             "weight": self.weight,
             "selected_by": self.selected_by,
             "seconds": self.seconds,
+            "skipped": self.skipped,
             "trials": self.trials,
         }
 
@@ -230,6 +233,12 @@ def attach_partner(
     started = time.perf_counter()
     grid = fusion_grid(config)
     candidates = fusion_partners(config)
+    # An alternative that cannot work on this shop (text-kNN without item text) is left out and said so; the
+    # configured partner itself is fitted regardless, so that its own error explains the configuration.
+    skipped = {name: reason for name in config.alternatives if (reason := MODELS[name].unusable_reason(catalog))}
+    for name, reason in skipped.items():
+        logger.info("fusion alternative %s skipped: %s", name, reason)
+        del candidates[name]
     selected_by = f"mrr@{k}"
     if len(grid) == 1 and len(candidates) == 1 and valid is None:
         name, (rule, weight) = config.partner, grid[0]
@@ -248,5 +257,5 @@ def attach_partner(
                     best["metrics"][selected_by])  # fmt: skip
     params = candidates[name]
     final_partner = make_model(name, params).fit(all_train if all_train is not None else train, catalog)
-    search = FusionSearch(name, params, rule, weight, trials, selected_by, time.perf_counter() - started)
+    search = FusionSearch(name, params, rule, weight, trials, selected_by, time.perf_counter() - started, skipped)
     return FusedModel(neural, final_partner, rule, weight), search
