@@ -30,7 +30,7 @@ K = 10
 MAX_LEN = 7
 NEURAL = [name for name in MODELS if is_neural(name) and name != "hiersrec"]
 # A fused variant "neural+partner": the neural model with a fitted partner at a fixed rule and weight.
-FUSED = {"hiersrec+vstan": ("probability", 0.3), "hiersrec+sr": ("logit", 2.0)}
+FUSED = {"hiersrec+vstan": ("probability", 0.3), "hiersrec+sr": ("logit", 2.0), "hiersrec+textknn": ("logit", 4.0)}
 VARIANTS = (
     [name for name in MODELS if not is_neural(name)]
     + NEURAL
